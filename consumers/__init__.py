@@ -1,0 +1,1 @@
+"""Where totals leave: downstream subscribers, rebuild and reconcile."""

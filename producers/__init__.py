@@ -1,0 +1,1 @@
+"""Where sales enter: booth ingest and offline client, channel adapters, the simulator."""

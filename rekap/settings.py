@@ -1,0 +1,139 @@
+"""Settings, built once per process from ``REKAP_*`` environment variables.
+
+Every component calls :meth:`Settings.from_env` once at start-up and passes the
+frozen object down; nothing deeper reads the environment. Defaults point at the
+local stack that ``deploy/local/stack up`` starts (non-default ports, so it
+never collides with another Kafka or Redis on the machine).
+
+The README's configuration table lists each variable; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from rekap.errors import ConfigError
+
+PACKAGE_DATA = Path(__file__).parent / "data"
+DEFAULT_REGISTRY = PACKAGE_DATA / "lagawi-fest-2022.toml"
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password of a URL so settings can be logged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed, frozen settings. Field ``x`` is read from ``REKAP_X``."""
+
+    #: Kafka bootstrap servers, comma separated.
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    #: Redis URL; a password goes in the URL (``redis://:secret@host:port/0``).
+    redis_url: str = field(default="redis://127.0.0.1:16379/0", repr=False)
+    #: Every Redis key rekap writes starts with this prefix.
+    redis_prefix: str = "rekap"
+
+    #: The ledger: every sale and refund, key = ikm_id, infinite retention.
+    topic_sales: str = "rekap.sales.v1"
+    #: Records that failed validation, with their original bytes and a reason.
+    topic_dead_letter: str = "rekap.sales.dead-letter.v1"
+    #: Compacted absolute totals per ``event_id/ikm_id``.
+    topic_totals_ikm: str = "rekap.totals.ikm.v1"
+    #: Compacted absolute totals per ``event_id``.
+    topic_totals_event: str = "rekap.totals.event.v1"
+    #: Partitions of the sales topic; the unit of parallelism of the worker.
+    sales_partitions: int = 6
+    #: Replication factor of every topic rekap creates (1 on a single broker).
+    replication_factor: int = 1
+
+    #: Faust application id, which is also the Kafka consumer group.
+    app_id: str = "rekap"
+    #: Registry of events, IKM and booths (TOML).
+    registry_path: Path = DEFAULT_REGISTRY
+    #: Optional TOML file with booth token hashes, kept out of the registry.
+    booth_tokens_path: Path | None = None
+
+    host: str = "127.0.0.1"
+    #: The worker's web server: read API, venue page, /metrics.
+    worker_port: int = 16066
+    #: The booth/channel ingest HTTP service.
+    ingest_port: int = 16067
+    #: The leaderboard exporter (/metrics with the top-K gauges).
+    exporter_port: int = 16068
+
+    #: Largest batch the worker applies in one Redis script.
+    batch_max: int = 1000
+    #: Seconds the worker waits to fill a batch before applying what it has.
+    batch_window_s: float = 0.25
+    #: Per-IKM metric series are exported only for the top K of each event.
+    leaderboard_top_k: int = 10
+    #: Largest request body ingest accepts, in bytes.
+    max_body_bytes: int = 1_048_576
+
+    #: Where local processes keep pids, logs, data and outboxes.
+    runtime_dir: Path = Path(".rekap")
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``REKAP_*`` variables, then apply ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"REKAP_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, f.type, raw)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Reject settings that cannot work, naming the variable to fix."""
+        positive = ("sales_partitions", "replication_factor", "batch_max", "leaderboard_top_k",
+                    "max_body_bytes")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"REKAP_{name.upper()} must be at least 1")
+        if self.batch_window_s <= 0:
+            raise ConfigError("REKAP_BATCH_WINDOW_S must be a positive number of seconds")
+        if not self.redis_prefix or any(c in self.redis_prefix for c in "{} "):
+            raise ConfigError("REKAP_REDIS_PREFIX must be non-empty, without braces or spaces")
+        if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:
+            raise ConfigError("REKAP_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+
+    @property
+    def redis_url_masked(self) -> str:
+        return _mask_url(self.redis_url)
+
+    def describe(self) -> dict[str, str]:
+        """All settings as strings, secrets masked: safe to print or log."""
+        out = {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        out["redis_url"] = self.redis_url_masked
+        return out
+
+
+def _convert(name: str, annotation: Any, raw: str) -> Any:
+    kind = str(annotation)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if "Path" in kind:
+            return Path(raw)
+    except ValueError as exc:
+        raise ConfigError(f"REKAP_{name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw

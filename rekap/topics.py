@@ -1,0 +1,123 @@
+"""The Kafka topics rekap owns, with explicit configs, and the command that creates them.
+
+=================  ==========  ==========================================================
+topic              cleanup     why
+=================  ==========  ==========================================================
+sales              delete, ∞   the ledger: Redis can always be rebuilt from it
+dead-letter        compact     key = source topic/partition/offset, so a replayed batch
+                               that dead-letters the same record again collapses into one
+totals per IKM     compact     key = event_id/ikm_id, absolute values: the latest wins
+totals per event   compact     key = event_id
+=================  ==========  ==========================================================
+
+The broker's ``auto.create.topics.enable`` is off in the local stack, so a typo
+in a topic name fails loudly instead of silently creating a one-partition topic.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from rekap.errors import ConfigError, KafkaUnavailable
+from rekap.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INFINITE = "-1"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    compacted = {
+        "cleanup.policy": "compact",
+        "retention.ms": INFINITE,
+        # Compact soon enough that a consumer starting from the beginning reads
+        # little more than one message per key.
+        "min.cleanable.dirty.ratio": "0.1",
+        "segment.ms": str(6 * 3600 * 1000),
+    }
+    return [
+        TopicSpec(settings.topic_sales, settings.sales_partitions,
+                  {"cleanup.policy": "delete", "retention.ms": INFINITE,
+                   "retention.bytes": INFINITE}),
+        TopicSpec(settings.topic_dead_letter, settings.sales_partitions, dict(compacted)),
+        TopicSpec(settings.topic_totals_ikm, settings.sales_partitions, dict(compacted)),
+        TopicSpec(settings.topic_totals_event, 1, dict(compacted)),
+    ]
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create every rekap topic that does not exist yet; return the names created.
+
+    An existing sales topic with fewer partitions than configured is reported,
+    not changed: adding partitions re-keys IKM onto other partitions, which the
+    operator must decide (see README, "Running past one machine").
+    """
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                                 client_id=f"{settings.app_id}-admin",
+                                 request_timeout_ms=int(timeout_s * 1000))
+    except KafkaError as exc:
+        raise KafkaUnavailable(
+            f"cannot reach Kafka at {settings.kafka_bootstrap} to create topics "
+            f"(is the stack up? `deploy/local/stack up`): {exc}") from exc
+    created: list[str] = []
+    try:
+        existing = set(admin.list_topics())
+        for spec in topic_specs(settings):
+            if spec.name in existing:
+                continue
+            try:
+                admin.create_topics([NewTopic(spec.name, spec.partitions,
+                                              settings.replication_factor,
+                                              topic_configs=spec.configs)])
+                created.append(spec.name)
+                log.info("created topic %s (%d partitions)", spec.name, spec.partitions)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race; same specs, nothing to do
+        _check_partitions(admin, settings)
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"creating topics on {settings.kafka_bootstrap} failed: {exc}") from exc
+    finally:
+        admin.close()
+    return created
+
+
+def delete_topics(settings: Settings) -> None:
+    """Delete every rekap topic (tests and `rebuild --from-scratch` demos only)."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError, UnknownTopicOrPartitionError
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        names = [s.name for s in topic_specs(settings)]
+        present = [n for n in names if n in set(admin.list_topics())]
+        if present:
+            admin.delete_topics(present)
+    except UnknownTopicOrPartitionError:
+        pass
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"deleting topics failed: {exc}") from exc
+    finally:
+        admin.close()
+
+
+def _check_partitions(admin: object, settings: Settings) -> None:
+    described = admin.describe_topics([settings.topic_sales])  # type: ignore[attr-defined]
+    for topic in described:
+        have = len(topic.get("partitions", []))
+        if have and have < settings.sales_partitions:
+            raise ConfigError(
+                f"topic {settings.topic_sales} has {have} partitions but "
+                f"REKAP_SALES_PARTITIONS={settings.sales_partitions}; lower the setting or "
+                "add partitions deliberately (kafka-topics --alter), see README")

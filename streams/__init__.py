@@ -1,0 +1,1 @@
+"""Aggregation: the Faust app, its agents, the Redis apply, and the worker's web views."""

@@ -1,0 +1,52 @@
+"""Prometheus metrics of the worker. Names follow Prometheus conventions, prefix ``rekap_``.
+
+Per-IKM series are NOT here: the leaderboard gauges are served by the exporter,
+read from Redis at scrape time, so N workers never duplicate them and their
+number stays bounded (top K per event).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECORDS_CONSUMED = Counter(
+    "rekap_records_consumed_total", "Sales-topic records the worker read (before validation).")
+RECORDS_APPLIED = Counter(
+    "rekap_records_applied_total", "Records applied to the Redis totals for the first time.",
+    ["event"])
+RECORDS_DUPLICATE = Counter(
+    "rekap_records_duplicate_total",
+    "Records skipped as duplicates: cause=offset (a replayed offset, fenced) or sale_id (a resend).",
+    ["cause"])
+RECORDS_REJECTED = Counter(
+    "rekap_records_rejected_total", "Records rejected and dead-lettered, by reason.", ["reason"])
+DEAD_LETTERS_PUBLISHED = Counter(
+    "rekap_dead_letters_published_total", "Records written to the dead-letter topic.")
+TOTALS_PUBLISHED = Counter(
+    "rekap_totals_published_total", "Messages written to the totals topics.", ["scope"])
+SALES = Counter(
+    "rekap_sales_total", "Applied sales and refunds, by event (own, not rolled up), channel, kind.",
+    ["event", "channel", "kind"])
+SALES_AMOUNT = Counter(
+    "rekap_sales_amount_idr_total",
+    "Rupiah of applied sales and refunds, by event (own, not rolled up), channel, kind.",
+    ["event", "channel", "kind"])
+APPLY_BATCH_SECONDS = Histogram(
+    "rekap_apply_batch_seconds", "Time to apply one batch to Redis (all its scripts).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+BATCH_RECORDS = Histogram(
+    "rekap_apply_batch_records", "Records per applied batch.",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000))
+# Ingest time is the Kafka record timestamp; capture time is occurred_at, which
+# for a booth that was offline can be hours old, hence the long buckets.
+INGEST_TO_APPLY_SECONDS = Histogram(
+    "rekap_ingest_to_apply_seconds", "Kafka record timestamp to applied in Redis.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
+CAPTURE_TO_APPLY_SECONDS = Histogram(
+    "rekap_capture_to_apply_seconds", "Sale occurred_at to applied in Redis.",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600))
+CONSUMER_LAG = Gauge(
+    "rekap_consumer_lag_records", "End offset minus committed offset, per sales partition.",
+    ["partition"])
+KAFKA_ERRORS = Counter("rekap_kafka_errors_total", "Kafka operations that failed.", ["operation"])
+REDIS_ERRORS = Counter("rekap_redis_errors_total", "Redis operations that failed.", ["operation"])

@@ -1,0 +1,108 @@
+"""Fixtures shared by every test.
+
+One real Kafka broker and one real Redis serve the whole session (the local
+stack: ``deploy/local/stack up``, or ``--kafka-bootstrap`` / ``--redis-url``).
+Each test that asks for ``settings`` gets its own topics, consumer group and
+Redis key prefix, created before and removed after it, so tests never see each
+other's records or keys and can run in any order.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from rekap.settings import Settings
+from rekap.topics import delete_topics, ensure_topics
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    base = Settings.from_env()
+    parser.addoption("--kafka-bootstrap", default=base.kafka_bootstrap,
+                     help="Kafka bootstrap servers of the test broker (REKAP_KAFKA_BOOTSTRAP)")
+    parser.addoption("--redis-url", default=base.redis_url,
+                     help="Redis URL of the test server (REKAP_REDIS_URL)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def base_settings(pytestconfig: pytest.Config) -> Settings:
+    return Settings.from_env(kafka_bootstrap=pytestconfig.getoption("--kafka-bootstrap"),
+                             redis_url=pytestconfig.getoption("--redis-url"))
+
+
+@pytest.fixture(scope="session")
+def redis_session(base_settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(base_settings.redis_url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"no Redis at {base_settings.redis_url_masked}: {exc}. "
+                    "Start the stack: deploy/local/stack up (or make test).", pytrace=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_ready(base_settings: Settings) -> str:
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        KafkaAdminClient(bootstrap_servers=base_settings.kafka_bootstrap,
+                         request_timeout_ms=10_000).close()
+    except KafkaError as exc:
+        pytest.fail(f"no Kafka at {base_settings.kafka_bootstrap}: {exc}. "
+                    "Start the stack: deploy/local/stack up (or make test).", pytrace=False)
+    return base_settings.kafka_bootstrap
+
+
+@pytest.fixture
+def test_id() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(base_settings: Settings, kafka_ready: str, redis_session: redis.Redis,
+             test_id: str, tmp_path: Path) -> Iterator[Settings]:
+    """Settings private to one test: own topics (created), group, prefix, ports, dirs."""
+    s = Settings.from_env(
+        kafka_bootstrap=base_settings.kafka_bootstrap,
+        redis_url=base_settings.redis_url,
+        redis_prefix=test_id,
+        topic_sales=f"{test_id}.sales",
+        topic_dead_letter=f"{test_id}.dead-letter",
+        topic_totals_ikm=f"{test_id}.totals.ikm",
+        topic_totals_event=f"{test_id}.totals.event",
+        sales_partitions=3,
+        app_id=test_id,
+        worker_port=free_port(),
+        ingest_port=free_port(),
+        exporter_port=free_port(),
+        runtime_dir=tmp_path / "runtime",
+        batch_window_s=0.1,
+    )
+    ensure_topics(s)
+    yield s
+    delete_topics(s)
+    keys = list(redis_session.scan_iter(match=f"{test_id}:*", count=1000))
+    for start in range(0, len(keys), 500):
+        redis_session.delete(*keys[start:start + 500])
+
+
+@pytest.fixture
+def redis_client(settings: Settings, redis_session: redis.Redis) -> redis.Redis:
+    """A Redis client for a test that already owns its prefix (``settings.redis_prefix``)."""
+    return redis_session
