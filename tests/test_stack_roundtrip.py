@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import redis
@@ -35,12 +36,12 @@ def test_topics_have_the_configs_rekap_asks_for(settings: Settings) -> None:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
         for spec in topic_specs(settings):
-            result = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name)])
-            resources = result[0].to_object()["resources"] if hasattr(result[0], "to_object") \
-                else result[0].resources
-            entries = resources[0]["configs"] if isinstance(resources[0], dict) else resources[0][4]
-            actual = {(e["config_names"] if isinstance(e, dict) else e[0]):
-                      (e["config_value"] if isinstance(e, dict) else e[1]) for e in entries}
+            actual: dict[str, str] = {}
+            deadline = time.monotonic() + 10
+            # A topic's configs reach every broker listener a moment after it is created.
+            while not set(spec.configs) <= actual.keys() and time.monotonic() < deadline:
+                result = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name)])
+                actual = {k: v["value"] for k, v in result["topic"][spec.name].items()}
             for key, want in spec.configs.items():
                 assert actual[key] == want, (spec.name, key)
             parts = admin.describe_topics([spec.name])[0]["partitions"]
