@@ -6,6 +6,9 @@ event tree a key belongs to)::
     P:{R}:fence:<topic>          hash   partition -> last applied offset
     P:{R}:stats                  hash   applied, duplicate:<cause>, rejected:<reason>
     P:{R}:sales                  hash   sale_id -> packed sale record (dedup + refunds)
+    P:{R}:rejects                hash   "<topic>/<partition>/<offset>" -> "<reason> <detail>" of
+                                        records the ledger checks rejected (so a replay re-sends
+                                        the same dead letter)
     P:{R}:ev:<E>                 hash   totals of event E        (TOTAL_FIELDS, channel fields)
     P:{R}:ev:<E>:days            hash   "<YYYY-MM-DD>:<field>" -> integer, local days of E
     P:{R}:ev:<E>:board           zset   ikm_id -> net amount_idr (the leaderboard)
@@ -70,6 +73,9 @@ class Keys:
 
     def sales(self, root: str) -> str:
         return f"{self.tag(root)}:sales"
+
+    def rejects(self, root: str) -> str:
+        return f"{self.tag(root)}:rejects"
 
     def event_totals(self, root: str, event: str) -> str:
         return f"{self.tag(root)}:ev:{event}"

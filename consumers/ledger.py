@@ -1,0 +1,156 @@
+"""The ledger model: a pure fold of sales-topic records into expected Redis contents.
+
+An independent Python implementation of what ``streams/lua/apply_batch.lua``
+does (same rules, written again, sharing only the contract validation and the
+key names), so ``rekap reconcile`` can prove Redis against the topic and tests
+can state what the totals must be. No I/O.
+
+Only the *defended* numbers are modelled: every integer field of the totals
+and day hashes, the leaderboards and the per-tree ``stats`` identity. The
+``version``/``as_of``/``last_sale_*`` bookkeeping, the ticker and the fences
+are not: they depend on batching and wall-clock time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from rekap.contract import Reason, Sale
+from rekap.names import Keys, channel_field, day_field
+from rekap.registry import Registry
+from streams.batch import ConsumedRecord, classify
+
+
+@dataclass
+class _Booked:
+    sale: Sale
+    channel: str
+    day: str
+    refunded: int = 0
+    refunded_qty: int = 0
+
+
+@dataclass
+class Ledger:
+    """Expected contents, keyed by the real Redis key names."""
+
+    keys: Keys
+    #: hash key -> field -> integer (zero fields may be absent)
+    hashes: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    #: board key -> ikm -> net amount
+    boards: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    #: root -> counter -> n (applied, duplicate:sale_id, rejected:<reason>)
+    stats: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    #: root -> records routed to it
+    records: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    _sales: dict[str, dict[str, _Booked]] = field(default_factory=lambda: defaultdict(dict))
+
+    def _add(self, key: str, name: str, n: int) -> None:
+        h = self.hashes[key]
+        h[name] = h.get(name, 0) + n
+
+    def _count(self, root: str, label: str) -> None:
+        s = self.stats[root]
+        s[label] = s.get(label, 0) + 1
+
+    @property
+    def total_amount(self) -> int:
+        """Net rupiah of every root event (the programme totals)."""
+        return sum(h.get("amount_idr", 0) for k, h in self.hashes.items()
+                   if _is_root_event_key(k, self.keys))
+
+    def apply(self, root: str, sale: Sale | None, rejection: Reason | None,
+              registry: Registry) -> str:
+        """Fold one record; return its outcome label (applied / duplicate:… / rejected:…)."""
+        self.records[root] += 1
+        label = self._outcome(root, sale, rejection, registry)
+        self._count(root, label)
+        return label
+
+    def _outcome(self, root: str, sale: Sale | None, rejection: Reason | None,
+                 registry: Registry) -> str:
+        if sale is None:
+            return f"rejected:{rejection}"
+        sales = self._sales[root]
+        prior = sales.get(sale.sale_id)
+        if prior is not None:
+            p = prior.sale
+            same = (p.ikm_id, p.event_id, p.amount_idr, p.kind, p.refund_of or "") == (
+                sale.ikm_id, sale.event_id, sale.amount_idr, sale.kind, sale.refund_of or "")
+            return "duplicate:sale_id" if same else f"rejected:{Reason.SALE_ID_CONFLICT}"
+        channel, day = sale.channel, sale.day.isoformat()
+        if sale.kind == "refund":
+            target = sales.get(sale.refund_of or "")
+            if target is None:
+                return f"rejected:{Reason.UNKNOWN_REFUND_TARGET}"
+            t = target.sale
+            if t.kind != "sale" or t.ikm_id != sale.ikm_id or t.event_id != sale.event_id:
+                return f"rejected:{Reason.REFUND_MISMATCH}"
+            if (target.refunded + sale.amount_idr > t.amount_idr
+                    or target.refunded_qty + sale.quantity > t.quantity):
+                return f"rejected:{Reason.REFUND_EXCEEDS_SALE}"
+            target.refunded += sale.amount_idr
+            target.refunded_qty += sale.quantity
+            channel, day = target.channel, target.day
+        sales[sale.sale_id] = _Booked(sale, channel, day)
+        a, q = sale.amount_idr, sale.quantity
+        refund = sale.kind == "refund"
+        for event in registry.chain(sale.event_id):
+            for key in (self.keys.event_totals(root, event),
+                        self.keys.ikm_totals(root, event, sale.ikm_id)):
+                if refund:
+                    self._add(key, "amount_idr", -a)
+                    self._add(key, "refunds_idr", a)
+                    self._add(key, "refund_count", 1)
+                    self._add(key, "quantity", -q)
+                    self._add(key, channel_field(channel, "amount_idr"), -a)
+                    self._add(key, channel_field(channel, "refunds_idr"), a)
+                else:
+                    self._add(key, "amount_idr", a)
+                    self._add(key, "gross_idr", a)
+                    self._add(key, "count", 1)
+                    self._add(key, "quantity", q)
+                    self._add(key, channel_field(channel, "amount_idr"), a)
+                    self._add(key, channel_field(channel, "count"), 1)
+            for key in (self.keys.event_days(root, event),
+                        self.keys.ikm_days(root, event, sale.ikm_id)):
+                if refund:
+                    self._add(key, day_field(day, "amount_idr"), -a)
+                    self._add(key, day_field(day, "refunds_idr"), a)
+                    self._add(key, day_field(day, "quantity"), -q)
+                else:
+                    self._add(key, day_field(day, "amount_idr"), a)
+                    self._add(key, day_field(day, "count"), 1)
+                    self._add(key, day_field(day, "quantity"), q)
+            board = self.boards[self.keys.board(root, event)]
+            board[sale.ikm_id] = board.get(sale.ikm_id, 0) + (-a if refund else a)
+        return "applied"
+
+
+def _is_root_event_key(key: str, keys: Keys) -> bool:
+    # P:{R}:ev:R — the totals hash of a root event itself.
+    head = keys.prefix + ":{"
+    if not key.startswith(head):
+        return False
+    root, _, rest = key[len(head):].partition("}:")
+    return rest == f"ev:{root}"
+
+
+def fold(records: Iterable[ConsumedRecord], registry: Registry, keys: Keys,
+         limits: Mapping[tuple[str, int], int] | None = None) -> Ledger:
+    """Fold records in topic order (per partition) into a :class:`Ledger`.
+
+    ``limits`` maps (root, partition) to the last offset to include (what
+    Redis says it applied: its fence); records above it are skipped. Without
+    it every record counts.
+    """
+    ledger = Ledger(keys)
+    for record in records:
+        root, planned = classify(record, registry)
+        if limits is not None and record.offset > limits.get((root, record.partition), -1):
+            continue
+        reason = planned.rejection.reason if planned.rejection is not None else None
+        ledger.apply(root, planned.sale, reason, registry)
+    return ledger

@@ -1,0 +1,226 @@
+"""The worker's agent: sales topic → batches → Redis → dead letters and totals topics.
+
+Per batch (``stream.take_events(REKAP_BATCH_MAX, REKAP_BATCH_WINDOW_S)``, so each
+record's partition and offset are at hand):
+
+1. plan it (pure: :func:`streams.batch.plan_batch`);
+2. apply it, one Lua call per event tree (:class:`streams.apply.Applier`);
+3. send every rejection to the dead-letter topic and wait for the broker's acks;
+4. publish the touched totals (absolute, versioned) and wait for the acks;
+5. count it in the metrics.
+
+Faust acks the batch only when the loop body returns, and commits offsets
+after that. So a crash anywhere in 1-4 replays the batch, which the offset
+fences turn into ``duplicate:offset`` while the dead letters and totals are
+sent again (the same keys; compaction and the versions make that harmless).
+
+The agent never stops on bad input: parsing never raises and bad records are
+results. On a Redis or Kafka outage the SAME batch is retried with backoff
+(never acked and dropped), counting each failure. If the worker is stopped
+while a batch is still unapplied, the batch's messages are withheld from
+Faust's ack bookkeeping so the offsets are not committed past them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from rekap.errors import KafkaUnavailable, RedisUnavailable
+from rekap.names import Keys
+from rekap.registry import RegistrySource
+from rekap.settings import Settings
+from streams import metrics
+from streams.apply import Applier, BatchResult, Outcome
+from streams.batch import BatchPlan, ConsumedRecord, plan_batch
+from streams.totals import VersionGate, coalesce
+
+log = logging.getLogger(__name__)
+
+#: Backoff between retries of a batch that could not be applied or published:
+#: starts small (a Redis failover takes about a second), doubles, and caps so a
+#: recovered stack is noticed within seconds.
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 5.0
+#: Seconds to wait for the broker to acknowledge one batch of sends.
+SEND_TIMEOUT_S = 30.0
+
+
+def dead_letter_value(outcome: Outcome, rejected_at: str) -> dict[str, Any]:
+    """The dead-letter message of a rejected record: original bytes, reason and coordinates."""
+    record = outcome.record
+    assert outcome.dead_letter is not None
+    reason, detail = outcome.dead_letter
+    raw = record.value or b""
+    try:
+        text: str | None = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    key = record.key
+    return {
+        "schema": "rekap.dead-letter.v1",
+        "original": base64.b64encode(raw).decode("ascii"),
+        "original_text": text,
+        "reason": str(reason),
+        "detail": detail,
+        "source": {
+            "topic": record.topic, "partition": record.partition, "offset": record.offset,
+            "key": key.decode("utf-8", errors="replace") if key is not None else None,
+            "key_base64": base64.b64encode(key).decode("ascii") if key is not None else None,
+            "timestamp": record.timestamp_ms,
+        },
+        "rejected_at": rejected_at,
+    }
+
+
+def to_record(message: Any) -> ConsumedRecord:
+    """A Faust message as a :class:`ConsumedRecord` (raw key and value bytes)."""
+    return ConsumedRecord(topic=message.topic, partition=message.partition, offset=message.offset,
+                          key=message.key, value=message.value,
+                          timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None)
+
+
+class Pipeline:
+    """What the agent does with one batch. Owns the Redis applier and the version gate."""
+
+    def __init__(self, app: Any, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.keys = Keys(settings.redis_prefix)
+        self.registry = RegistrySource(settings.registry_path, settings.booth_tokens_path)
+        self.gate = VersionGate()
+        self._applier: Applier | None = None
+
+    @property
+    def applier(self) -> Applier:
+        if self._applier is None:  # created inside the running loop
+            from rekap.redisconn import connect
+
+            self._applier = Applier(connect(self.settings), self.settings)
+        return self._applier
+
+    async def process(self, events: Sequence[Any]) -> None:
+        records = [to_record(e.message) for e in events]
+        metrics.RECORDS_CONSUMED.inc(len(records))
+        plan = plan_batch(records, self.registry.current(), self.keys)
+        delay = RETRY_FIRST_S
+        try:
+            while True:
+                try:
+                    result = await self.run(plan)
+                    break
+                except RedisUnavailable as exc:
+                    metrics.REDIS_ERRORS.labels("apply").inc()
+                    log.warning("batch of %d not applied, retrying in %.1fs: %s",
+                                len(records), delay, exc)
+                except KafkaUnavailable as exc:
+                    log.warning("batch of %d applied but not published, retrying in %.1fs: %s",
+                                len(records), delay, exc)
+                except Exception:
+                    # A bug, not an outage: still never drop the batch.
+                    metrics.REDIS_ERRORS.labels("unexpected").inc()
+                    log.exception("batch of %d failed unexpectedly, retrying in %.1fs",
+                                  len(records), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+        except asyncio.CancelledError:
+            withhold_acks(events)
+            raise
+        self.observe(result, records)
+
+    async def run(self, plan: BatchPlan) -> BatchResult:
+        started = time.perf_counter()
+        result = await self.applier.apply(plan)
+        metrics.APPLY_BATCH_SECONDS.observe(time.perf_counter() - started)
+        await self.send_dead_letters(result)
+        await self.publish_totals(result)
+        return result
+
+    async def send_dead_letters(self, result: BatchResult) -> None:
+        dead = result.dead_letters()
+        if not dead:
+            return
+        rejected_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        sends = [(self.settings.topic_dead_letter, o.record.coordinates.encode(),
+                  json.dumps(dead_letter_value(o, rejected_at), ensure_ascii=False).encode())
+                 for o in dead]
+        await self._send_all(sends, "dead_letter")
+        metrics.DEAD_LETTERS_PUBLISHED.inc(len(sends))
+
+    async def publish_totals(self, result: BatchResult) -> None:
+        messages = self.gate.fresh(coalesce(result.totals, self.settings))
+        if not messages:
+            return
+        await self._send_all([(m.topic, m.key.encode(), m.value_bytes()) for m in messages],
+                             "totals")
+        self.gate.published(messages)
+        for m in messages:
+            metrics.TOTALS_PUBLISHED.labels(m.value["scope"]).inc()
+
+    async def _send_all(self, sends: list[tuple[str, bytes, bytes]], operation: str) -> None:
+        """Send and wait for every acknowledgement; any failure fails the whole lot."""
+        producer = self.app.producer
+        try:
+            futures = [await producer.send(topic, key, value, None, None, None)
+                       for topic, key, value in sends]
+            await asyncio.wait_for(asyncio.gather(*futures), SEND_TIMEOUT_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            metrics.KAFKA_ERRORS.labels(operation).inc()
+            raise KafkaUnavailable(
+                f"sending {len(sends)} {operation} messages to {self.settings.kafka_bootstrap} "
+                f"failed: {exc!r}") from exc
+
+    def observe(self, result: BatchResult, records: list[ConsumedRecord]) -> None:
+        metrics.BATCH_RECORDS.observe(len(records))
+        now = time.time()
+        for o in result.outcomes:
+            if o.status == "applied":
+                sale = o.sale
+                assert sale is not None
+                metrics.RECORDS_APPLIED.labels(sale.event_id).inc()
+                metrics.SALES.labels(sale.event_id, sale.channel, sale.kind).inc()
+                metrics.SALES_AMOUNT.labels(sale.event_id, sale.channel, sale.kind).inc(
+                    sale.amount_idr)
+                if o.record.timestamp_ms:
+                    metrics.INGEST_TO_APPLY_SECONDS.observe(
+                        max(0.0, now - o.record.timestamp_ms / 1000))
+                metrics.CAPTURE_TO_APPLY_SECONDS.observe(
+                    max(0.0, now - sale.occurred_at.timestamp()))
+            elif o.status == "duplicate":
+                metrics.RECORDS_DUPLICATE.labels(o.cause).inc()
+            else:
+                metrics.RECORDS_REJECTED.labels(o.cause).inc()
+
+
+def withhold_acks(events: Sequence[Any]) -> None:
+    """Keep an unapplied batch out of Faust's commit bookkeeping.
+
+    ``take_events`` acks its buffer in a ``finally`` even when the body is
+    cancelled (worker shutdown). Marking the messages acknowledged here makes
+    that ack a no-op, so the committed offset stays below them and the next
+    worker reads them again.
+    """
+    for event in events:
+        event.message.acked = True
+
+
+def install(app: Any, settings: Settings) -> Any:
+    """Declare the sales topic and the apply agent on ``app``; return the agent."""
+    sales = app.topic(settings.topic_sales, key_serializer="raw", value_serializer="raw")
+    pipeline = Pipeline(app, settings)
+    app.rekap_pipeline = pipeline
+
+    @app.agent(sales, name="rekap.apply_sales", concurrency=1)
+    async def apply_sales(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_window_s):
+            await pipeline.process(events)
+
+    return apply_sales

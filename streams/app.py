@@ -1,0 +1,76 @@
+"""The Faust application of ``rekap worker``.
+
+Reads top to bottom: settings → app → agent (:mod:`streams.agents`) → web views
+(:mod:`streams.web`, plus ``/healthz`` here). No Faust tables: the state lives
+in Redis, so ``store='memory://'`` and no changelog topics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from rekap.settings import Settings
+
+#: Faust's own offset-commit interval (its default, stated). A crash replays at
+#: most this much, which the offset fences absorb.
+COMMIT_INTERVAL_S = 2.8
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the worker app for ``settings`` (app id = consumer group = ``REKAP_APP_ID``)."""
+    datadir = settings.runtime_dir.resolve() / "faust" / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=broker_urls(settings.kafka_bootstrap),
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=True,
+        web_port=settings.worker_port,
+        web_bind=settings.host,
+        web_host=settings.host,
+        consumer_auto_offset_reset="earliest",
+        # Our agent is the only consumer of the group; no leader topic needed
+        # (and the broker does not auto-create topics).
+        topic_disable_leader=True,
+        topic_replication_factor=settings.replication_factor,
+        broker_commit_interval=COMMIT_INTERVAL_S,
+        # Large enough to fill a batch in one fetch.
+        broker_max_poll_records=max(500, settings.batch_max),
+        stream_buffer_maxsize=max(4096, 2 * settings.batch_max),
+        producer_acks=-1,
+        producer_linger_ms=5,
+    )
+
+    from streams import agents, web
+
+    agents.install(app, settings)
+    install_health(app, settings)
+    web.install(app, settings)
+    return app
+
+
+def health(app: Any, settings: Settings) -> dict[str, Any]:
+    """Readiness: the consumer holds sales partitions and no rebalance is running."""
+    try:
+        assignment = app.consumer.assignment()
+    except Exception:
+        assignment = set()
+    partitions = sorted(tp.partition for tp in assignment if tp.topic == settings.topic_sales)
+    rebalancing = bool(getattr(app, "rebalancing", False))
+    return {"ready": bool(partitions) and not rebalancing, "partitions": partitions,
+            "rebalancing": rebalancing, "app_id": settings.app_id,
+            "topic": settings.topic_sales}
+
+
+def install_health(app: Any, settings: Settings) -> None:
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        doc = health(app, settings)
+        return web.json(doc, status=200 if doc["ready"] else 503)

@@ -1,0 +1,55 @@
+"""The pure ledger model (used by reconcile): the rules, without Redis."""
+
+from __future__ import annotations
+
+import json
+
+from consumers.ledger import fold
+from rekap.names import Keys
+from rekap.registry import load_registry
+from rekap.settings import DEFAULT_REGISTRY
+from streams.batch import ConsumedRecord
+
+REG = load_registry(DEFAULT_REGISTRY)
+K = Keys("p")
+R = "lagawi-2022"
+SALE = {"sale_id": "s1", "kind": "sale", "ikm_id": "littlemonq", "event_id": "lagawi-2022-kokas",
+        "channel": "website", "amount_idr": 100_000, "quantity": 4,
+        "occurred_at": "2022-06-01T23:30:00Z"}
+
+
+def records(*values: dict) -> list[ConsumedRecord]:
+    return [ConsumedRecord("t", 0, i, v["ikm_id"].encode(), json.dumps(v).encode())
+            for i, v in enumerate(values)]
+
+
+def refund(sid: str, amount: int, qty: int = 0, of: str = "s1", **kw: object) -> dict:
+    return {**SALE, "sale_id": sid, "kind": "refund", "refund_of": of, "amount_idr": amount,
+            "quantity": qty, "channel": "marketplace", **kw}
+
+
+def test_refunds_full_partial_exceeding_unknown_and_rollup() -> None:
+    ledger = fold(records(SALE, refund("r1", 30_000, 1), refund("r2", 80_000),
+                          refund("r3", 70_000, 3), refund("r4", 1, of="missing"),
+                          {**SALE, "sale_id": "s1"}, {**SALE, "amount_idr": 5}), REG, K)
+    for event in ("lagawi-2022-kokas", "lagawi-2022"):
+        totals = ledger.hashes[K.event_totals(R, event)]
+        assert totals["amount_idr"] == 0 and totals["gross_idr"] == 100_000
+        assert totals["refunds_idr"] == 100_000 and totals["refund_count"] == 2
+        assert totals["quantity"] == 0 and totals["count"] == 1
+        # refunds are booked in the sale's channel and (WIB) day
+        assert totals["ch:website:refunds_idr"] == 100_000
+        assert "ch:marketplace:refunds_idr" not in totals
+        days = ledger.hashes[K.event_days(R, event)]
+        assert days["2022-06-02:refunds_idr"] == 100_000 and days["2022-06-02:count"] == 1
+        assert ledger.boards[K.board(R, event)] == {"littlemonq": 0}
+    assert ledger.stats[R] == {"applied": 3, "rejected:refund_exceeds_sale": 1,
+                               "rejected:unknown_refund_target": 1, "duplicate:sale_id": 1,
+                               "rejected:sale_id_conflict": 1}
+    assert ledger.records[R] == 7
+
+
+def test_limits_skip_records_above_the_fence() -> None:
+    ledger = fold(records(SALE, {**SALE, "sale_id": "s2"}), REG, K, limits={(R, 0): 0})
+    assert ledger.hashes[K.event_totals(R, R)]["count"] == 1
+    assert ledger.total_amount == 100_000
