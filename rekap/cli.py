@@ -23,6 +23,7 @@ from rekap.settings import Settings
 COMMAND_MODULES: tuple[str, ...] = (
     "rekap.commands",
     "streams.commands",
+    "streams.web.commands",
     "producers.commands",
     "consumers.commands",
 )
