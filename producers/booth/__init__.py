@@ -1,0 +1,1 @@
+"""``rekap booth``: the offline-first booth client (SQLite outbox, sync with retries)."""

@@ -1,0 +1,139 @@
+"""The booth's outbox: every sale captured goes to SQLite first, then to ingest.
+
+Why SQLite in WAL mode with ``synchronous=FULL``: a sale committed here survives
+a killed process and a power cut; each write is one transaction, so a crash
+leaves a sale either fully recorded or not at all. The ``sale_id`` (a ULID) is
+minted at capture and stored with the sale, so however often ``sync`` sends it
+again after a crash, downstream counts it once.
+
+States: ``pending`` → ``sent`` (ingest acknowledged: Kafka has it) or
+``rejected`` (ingest said 4xx, with the reason: retrying cannot help).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rekap.errors import ConfigError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    sale_id     TEXT NOT NULL UNIQUE,
+    payload     TEXT NOT NULL,
+    state       TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'rejected')),
+    created_at  TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    updated_at  TEXT,
+    reason      TEXT,
+    detail      TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, seq);
+"""
+
+
+@dataclass(frozen=True)
+class Pending:
+    seq: int
+    sale_id: str
+    payload: dict[str, Any]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Outbox:
+    """A SQLite outbox file; one per process, used by one thread at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigError(f"cannot open the booth outbox {path}: {exc} "
+                              "(check the path and free disk space, or pass --outbox)") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def record(self, sale: dict[str, Any]) -> bool:
+        """Store one sale (one transaction). False if its sale_id is already stored."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO outbox (sale_id, payload, created_at) VALUES (?, ?, ?)",
+                (sale["sale_id"], json.dumps(sale, separators=(",", ":"), ensure_ascii=False), _now()))
+            return cur.rowcount == 1
+
+    def pending(self, limit: int) -> list[Pending]:
+        rows = self._db.execute(
+            "SELECT seq, sale_id, payload FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
+            (limit,)).fetchall()
+        return [Pending(seq, sid, json.loads(payload)) for seq, sid, payload in rows]
+
+    def attempted(self, sale_ids: Iterable[str]) -> None:
+        with self._tx() as db:
+            db.executemany("UPDATE outbox SET attempts = attempts + 1, updated_at = ? WHERE sale_id = ?",
+                           [(_now(), s) for s in sale_ids])
+
+    def mark_sent(self, sale_ids: Iterable[str]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE outbox SET state = 'sent', updated_at = ?, reason = NULL, detail = NULL "
+                "WHERE sale_id = ? AND state = 'pending'", [(_now(), s) for s in sale_ids])
+
+    def mark_rejected(self, rejections: Iterable[tuple[str, str, str]]) -> None:
+        """``(sale_id, reason, detail)`` triples: ingest refused them for good (4xx)."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE outbox SET state = 'rejected', updated_at = ?, reason = ?, detail = ? "
+                "WHERE sale_id = ? AND state = 'pending'",
+                [(_now(), reason, detail, s) for s, reason, detail in rejections])
+
+    def counts(self) -> dict[str, int]:
+        out = {"pending": 0, "sent": 0, "rejected": 0}
+        for state, n in self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"):
+            out[state] = n
+        return out
+
+    def amounts(self) -> dict[str, int]:
+        out = {"pending": 0, "sent": 0, "rejected": 0}
+        for state, total in self._db.execute(
+                "SELECT state, SUM(json_extract(payload, '$.amount_idr')) FROM outbox GROUP BY state"):
+            out[state] = int(total or 0)
+        return out
+
+    def rejected(self, limit: int = 20) -> list[tuple[str, str, str]]:
+        return list(self._db.execute(
+            "SELECT sale_id, reason, detail FROM outbox WHERE state = 'rejected' "
+            "ORDER BY seq DESC LIMIT ?", (limit,)))
+
+    def states(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT sale_id, state FROM outbox"))

@@ -1,0 +1,235 @@
+"""The one place producers talk to Kafka: a kafka-python producer, errors translated.
+
+Every sale is produced with ``acks=all`` and the idempotent producer
+(``enable_idempotence=True``; kafka-python 3 supports it and raises at start-up
+if another setting conflicts), key = ``ikm_id``. A send is only "done" when the
+broker acknowledged it; anything else becomes :class:`rekap.errors.KafkaUnavailable`
+or a per-record failure the caller reports as "not acknowledged".
+
+Two ways in:
+
+* :meth:`SaleProducer.send_all` blocks until every record is acknowledged or has
+  failed (CLI commands, the simulator).
+* :meth:`SaleProducer.send_async` returns an :class:`asyncio.Future` per record,
+  resolved from the producer's I/O thread (the ingest service).
+
+The producer is created lazily and re-created after a failed bootstrap, so a
+service started while Kafka is down comes up (``/readyz`` says not ready) and
+begins to produce once the broker is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rekap.errors import KafkaUnavailable
+from rekap.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: How long a record may wait for its acknowledgement. Past it kafka-python
+#: expires the record and the caller answers "unavailable"; a client retries.
+DEFAULT_ACK_TIMEOUT_S = 10.0
+#: How long send() may block waiting for topic metadata before giving up. Kept
+#: short so an outage answers 503 quickly instead of holding HTTP requests.
+DEFAULT_MAX_BLOCK_S = 3.0
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Where the broker stored a record."""
+
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A record the broker did not acknowledge; ``detail`` says why."""
+
+    detail: str
+
+
+def tcp_reachable(bootstrap: str, timeout_s: float = 0.5) -> bool:
+    """Can a TCP connection be opened to any bootstrap server? A cheap outage probe."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+class SaleProducer:
+    """A lazily created idempotent kafka-python producer for the sales topic."""
+
+    def __init__(self, settings: Settings, *, ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
+                 max_block_s: float = DEFAULT_MAX_BLOCK_S, client_id: str = "rekap-producer",
+                 linger_ms: int = 5) -> None:
+        self.settings = settings
+        self.topic = settings.topic_sales
+        self.ack_timeout_s = ack_timeout_s
+        self.max_block_s = max_block_s
+        self.client_id = client_id
+        self.linger_ms = linger_ms
+        self._producer: Any = None
+        self._lock = threading.Lock()
+        #: monotonic time of the last failed acknowledgement, cleared by a success.
+        self.failing_since: float | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def _get(self) -> Any:
+        with self._lock:
+            if self._producer is None:
+                self._producer = self._create()
+            return self._producer
+
+    def _create(self) -> Any:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        # delivery_timeout_ms bounds retries inside kafka-python: a record not
+        # acknowledged by then fails, which is the moment ingest answers 503.
+        request_timeout_ms = max(1000, int(self.ack_timeout_s * 1000 / 2))
+        try:
+            return KafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap.split(","),
+                client_id=self.client_id,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=self.linger_ms,
+                request_timeout_ms=request_timeout_ms,
+                delivery_timeout_ms=int(self.ack_timeout_s * 1000),
+                max_block_ms=int(self.max_block_s * 1000),
+                bootstrap_timeout_ms=int(self.max_block_s * 1000),
+                reconnect_backoff_max_ms=1000,
+            )
+        except KafkaError as exc:
+            raise KafkaUnavailable(
+                f"cannot reach Kafka at {self.settings.kafka_bootstrap} "
+                f"(is the broker up? `deploy/local/stack status`): {exc}") from exc
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=timeout_s)
+            except Exception as exc:  # closing a producer of a dead broker may raise anything
+                log.warning("closing the Kafka producer: %s", exc)
+
+    def __enter__(self) -> SaleProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- health ------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """Kafka answers: a TCP probe succeeds and the sales topic's metadata is known."""
+        if not tcp_reachable(self.settings.kafka_bootstrap):
+            return False
+        try:
+            producer = self._get()
+            return bool(producer.partitions_for(self.topic))
+        except Exception:  # any kafka-python error means "not ready"
+            return False
+
+    def degraded(self) -> bool:
+        """True while the last acknowledgement failed and the broker does not accept TCP.
+
+        Ingest checks this before producing a batch: during an outage the whole
+        request is answered 503 at once and nothing is handed to the producer.
+        """
+        return self.failing_since is not None and not tcp_reachable(self.settings.kafka_bootstrap)
+
+    # -- sending -----------------------------------------------------------
+
+    def _send_one(self, producer: Any, key: bytes, value: bytes) -> Any:
+        from kafka.errors import KafkaError
+
+        try:
+            return producer.send(self.topic, key=key, value=value)
+        except KafkaError as exc:
+            self.failing_since = self.failing_since or time.monotonic()
+            raise KafkaUnavailable(f"Kafka did not accept the record: {exc}") from exc
+
+    def send_all(self, records: Sequence[tuple[bytes, bytes]]) -> list[Ack | Failed]:
+        """Produce ``(key, value)`` pairs and wait for each acknowledgement."""
+        producer = self._get()
+        futures: list[Any] = []
+        for key, value in records:
+            try:
+                futures.append(self._send_one(producer, key, value))
+            except KafkaUnavailable as exc:
+                futures.append(Failed(str(exc)))
+        deadline = time.monotonic() + self.ack_timeout_s + 2
+        out: list[Ack | Failed] = []
+        for fut in futures:
+            if isinstance(fut, Failed):
+                out.append(fut)
+                continue
+            try:
+                meta = fut.get(timeout=max(0.1, deadline - time.monotonic()))
+                out.append(Ack(meta.partition, meta.offset))
+            except Exception as exc:  # KafkaError or timeout: not acknowledged
+                out.append(Failed(f"not acknowledged by Kafka: {exc}"))
+        self._note(out)
+        return out
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        if self._producer is not None:
+            self._producer.flush(timeout=timeout_s)
+
+    async def send_async(self, records: Iterable[tuple[bytes, bytes]]) -> list[Ack | Failed]:
+        """Produce from asyncio: ``send()`` runs in a thread (it may block on metadata);
+        acknowledgements come back through callbacks, never blocking the loop."""
+        loop = asyncio.get_running_loop()
+        records = list(records)
+
+        def submit() -> list[asyncio.Future[Ack | Failed]]:
+            producer = self._get()
+            waiters: list[asyncio.Future[Ack | Failed]] = []
+            for key, value in records:
+                waiter: asyncio.Future[Ack | Failed] = loop.create_future()
+                waiters.append(waiter)
+                try:
+                    fut = self._send_one(producer, key, value)
+                except KafkaUnavailable as exc:
+                    loop.call_soon_threadsafe(_resolve, waiter, Failed(str(exc)))
+                    continue
+                fut.add_callback(lambda meta, w=waiter: loop.call_soon_threadsafe(
+                    _resolve, w, Ack(meta.partition, meta.offset)))
+                fut.add_errback(lambda exc, w=waiter: loop.call_soon_threadsafe(
+                    _resolve, w, Failed(f"not acknowledged by Kafka: {exc}")))
+            return waiters
+
+        waiters = await asyncio.to_thread(submit)
+        done, _ = await asyncio.wait(waiters, timeout=self.ack_timeout_s + 2) if waiters else ((), ())
+        out: list[Ack | Failed] = [
+            w.result() if w in done else Failed("no acknowledgement from Kafka in time")
+            for w in waiters]
+        self._note(out)
+        return out
+
+    def _note(self, results: Sequence[Ack | Failed]) -> None:
+        if any(isinstance(r, Failed) for r in results):
+            self.failing_since = self.failing_since or time.monotonic()
+        elif results:
+            self.failing_since = None
+
+
+def _resolve(waiter: asyncio.Future[Ack | Failed], value: Ack | Failed) -> None:
+    if not waiter.done():
+        waiter.set_result(value)

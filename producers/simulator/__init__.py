@@ -1,0 +1,1 @@
+"""``rekap simulate``: the Lagawi Fest 2022 programme as a reproducible, seeded stream."""
