@@ -21,8 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     rsub = p.add_subparsers(dest="registry_command", required=True)
     c = rsub.add_parser("check", help="load and check the registry file")
     c.set_defaults(handler=_registry_check)
-    t = rsub.add_parser("issue-token", help="print a new token for a booth and store its hash")
-    t.add_argument("booth_id")
+    t = rsub.add_parser("issue-token",
+                        help="print a new token for a booth or channel and store only its hash")
+    t.add_argument("name", help="a booth id, or a channel (marketplace, website, virtual_expo, "
+                                "or <channel>:<integrator>)")
     t.add_argument("--tokens-file", type=Path, default=None,
                    help="token-hash file to update (default: REKAP_BOOTH_TOKENS_PATH)")
     t.set_defaults(handler=_registry_issue_token)
@@ -51,31 +53,20 @@ def _registry_check(args: argparse.Namespace, settings: Settings) -> int:
 
 def _registry_issue_token(args: argparse.Namespace, settings: Settings) -> int:
     """Print a fresh token once; only its SHA-256 is written to the token file."""
+    from producers.ingest.auth import ONLINE_CHANNELS
+    from producers.tokens import write_tokens_file
     from rekap.errors import ConfigError
 
     path = args.tokens_file or settings.booth_tokens_path
     if path is None:
         raise ConfigError("give --tokens-file or set REKAP_BOOTH_TOKENS_PATH")
-    reg = load_registry(settings.registry_path, path if path.exists() else None)
-    if args.booth_id not in reg.booths:
-        raise ConfigError(f"booth {args.booth_id!r} is not in the registry")
     token = new_token()
-    write_token_hashes(path, {args.booth_id: hash_token(token)})
+    if args.name.split(":", 1)[0] in ONLINE_CHANNELS:
+        write_tokens_file(path, channels={args.name: hash_token(token)})
+    else:
+        reg = load_registry(settings.registry_path, path if path.exists() else None)
+        if args.name not in reg.booths:
+            raise ConfigError(f"{args.name!r} is neither a booth in the registry nor a channel")
+        write_tokens_file(path, booths={args.name: hash_token(token)})
     print(token)
     return 0
-
-
-def write_token_hashes(path: Path, hashes: dict[str, str]) -> None:
-    """Merge booth token hashes into a token file (TOML ``[booths]`` table)."""
-    import tomllib
-
-    current: dict[str, str] = {}
-    if path.exists():
-        current = dict(tomllib.loads(path.read_text()).get("booths", {}))
-    current.update(hashes)
-    lines = ["# Booth token hashes (SHA-256). Never store the tokens themselves.", "[booths]"]
-    lines += [f'"{booth}" = "{digest}"' for booth, digest in sorted(current.items())]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
