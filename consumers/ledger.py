@@ -80,7 +80,8 @@ class Ledger:
             same = (p.ikm_id, p.event_id, p.amount_idr, p.kind, p.refund_of or "") == (
                 sale.ikm_id, sale.event_id, sale.amount_idr, sale.kind, sale.refund_of or "")
             return "duplicate:sale_id" if same else f"rejected:{Reason.SALE_ID_CONFLICT}"
-        channel, day = sale.channel, sale.day.isoformat()
+        channel: str = sale.channel
+        day = sale.day.isoformat()
         if sale.kind == "refund":
             target = sales.get(sale.refund_of or "")
             if target is None:

@@ -185,12 +185,12 @@ def build_registry(raw: Mapping[str, Any], tokens: Mapping[str, Any] | None = No
             seen.add(current)
             current = events[current].parent
     for booth in booths.values():
-        ev = events.get(booth.event)
-        if ev is None:
+        booth_event = events.get(booth.event)
+        if booth_event is None:
             raise RegistryError(f"booth {booth.id!r} is for unknown event {booth.event!r}")
-        if not booth.ikm <= ev.ikm:
-            raise RegistryError(
-                f"booth {booth.id!r} lists IKM not in event {ev.id!r}: {sorted(booth.ikm - ev.ikm)}")
+        if not booth.ikm <= booth_event.ikm:
+            raise RegistryError(f"booth {booth.id!r} lists IKM not in event {booth_event.id!r}: "
+                                f"{sorted(booth.ikm - booth_event.ikm)}")
     unknown_tokens = set(tokens) - booths.keys()
     if unknown_tokens:
         raise RegistryError(f"token file names unknown booths {sorted(unknown_tokens)}")
