@@ -261,11 +261,15 @@ kafka_python_ok() {
 # A real metadata request: succeeds only once the broker is registered and
 # unfenced (it then lists itself).
 kafka_metadata_ok() {
-  "$PYTHON" - "127.0.0.1:$KAFKA_PORT" <<'PY'
+  timeout 20 "$PYTHON" - "127.0.0.1:$KAFKA_PORT" <<'PY'
 import sys
 from kafka import KafkaAdminClient
-admin = KafkaAdminClient(bootstrap_servers=sys.argv[1], request_timeout_ms=5000,
-                         client_id="rekap-stack-health")
+conf = {"bootstrap_servers": sys.argv[1], "request_timeout_ms": 5000,
+        "client_id": "rekap-stack-health"}
+# kafka-python 3 waits 30 s to bootstrap by default; 2.x has no such option.
+if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:
+    conf["bootstrap_timeout_ms"] = 5000
+admin = KafkaAdminClient(**conf)
 try:
     brokers = admin.describe_cluster()["brokers"]
 finally:
@@ -279,6 +283,8 @@ kafka_started_logged() {
 }
 
 kafka_healthy() {
+  # The cheap port check first: a client bootstrapping against a closed port waits seconds.
+  port_in_use "$KAFKA_PORT" || return 1
   if kafka_python_ok; then
     kafka_metadata_ok
   else
@@ -289,7 +295,11 @@ kafka_healthy() {
 
 redis_healthy() {
   local reply
-  reply="$(REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>&1)" || return 1
+  local -a auth=()
+  # An empty REDISCLI_AUTH would still send AUTH, which a password-less Redis refuses.
+  [[ -n "$REDIS_PASSWORD" ]] && auth=(env "REDISCLI_AUTH=$REDIS_PASSWORD")
+  # timeout: a hung (e.g. SIGSTOPped) server must not hang status or up.
+  reply="$("${auth[@]}" timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>&1)" || return 1
   [[ "$reply" == PONG ]]
 }
 
