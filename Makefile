@@ -1,13 +1,66 @@
-# rekap — developer entry points. The local stack targets wrap deploy/local/stack
-# (see its header for ports, runtime dir and environment variables).
+# rekap: developer entry points. Two commands matter (see README):
+#   make demo   set up, start the local stack and the whole pipeline, replay Lagawi Fest 2022
+#   make test   set up, start the local stack, run every test, stop what it started
+# The stack targets wrap deploy/local/stack (its header lists ports and variables).
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
 
+VENV := .venv
+PY := $(VENV)/bin/python
 STACK := deploy/local/stack
 # e.g. make stack-up STACK_ARGS=--with-prometheus
 STACK_ARGS ?=
+# e.g. make test PYTEST_ARGS="-k reconcile -x"
+PYTEST_ARGS ?=
+# Debian packages the stack and the tests use: Redis, Prometheus (+ promtool),
+# Chromium for the venue page test, docker-compose to validate docker-compose.yml.
+APT_PACKAGES := redis-server prometheus chromium docker-compose
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: stack-up stack-down stack-status stack-fetch stack-install
+.PHONY: help setup setup-system demo test lint bench stack-up stack-down stack-status stack-fetch stack-install
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+setup: setup-system $(VENV)/.installed stack-fetch ## install everything a fresh machine lacks (idempotent)
+
+setup-system: ## apt-get install the Debian packages rekap needs, if missing; check Java and Maven
+	@command -v java >/dev/null || { echo "setup: Java 17+ is required (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+	@command -v mvn >/dev/null || { echo "setup: Maven is required to fetch the Kafka jars (apt-get install maven)" >&2; exit 1; }
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing $$missing"; \
+	  $(SUDO) apt-get update -q >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup ## the whole path: simulator -> ingest -> Kafka -> worker -> Redis, live leaderboard
+	deploy/demo
+
+test: setup ## start the stack if needed, run the whole suite, stop the stack if it started it
+	@was_up=0; $(STACK) status >/dev/null 2>&1 && was_up=1; \
+	[ $$was_up = 1 ] || $(STACK) up; \
+	status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
+	[ $$was_up = 1 ] || $(STACK) down; \
+	exit $$status
+
+lint: $(VENV)/.installed ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: setup ## worker throughput against baselines, in one run (a few minutes)
+	@was_up=0; $(STACK) status >/dev/null 2>&1 && was_up=1; \
+	[ $$was_up = 1 ] || $(STACK) up; \
+	status=0; $(PY) -m bench.throughput || status=$$?; \
+	[ $$was_up = 1 ] || $(STACK) down; \
+	exit $$status
 
 stack-up: ## start Kafka + Redis (STACK_ARGS=--with-prometheus adds Prometheus)
 	$(STACK) up $(STACK_ARGS)
@@ -18,7 +71,7 @@ stack-down: ## stop the local stack, keep data (STACK_ARGS=--purge deletes it)
 stack-status: ## show what runs where
 	$(STACK) status
 
-stack-fetch: ## fill the Kafka jar cache from Maven Central
+stack-fetch: ## fill the Kafka jar cache from Maven Central (no network once cached)
 	$(STACK) fetch
 
 stack-install: ## apt-get install redis-server and prometheus
