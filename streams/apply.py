@@ -27,10 +27,11 @@ Redis errors become :class:`rekap.errors.RedisUnavailable` here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.resources import files
-from typing import Any, Literal
+from typing import Literal
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -39,7 +40,7 @@ from rekap.contract import Reason, Sale
 from rekap.names import Keys
 from rekap.redisconn import unavailable
 from rekap.settings import Settings
-from streams.batch import BatchPlan, ConsumedRecord, RootGroup
+from streams.batch import HEADER_ARGS, BatchPlan, ConsumedRecord, RootGroup
 
 SCRIPT_NAME = "apply_batch.lua"
 
@@ -144,21 +145,38 @@ class Applier:
 
     async def apply_group(self, group: RootGroup, as_of: str) -> GroupResult:
         try:
-            raw = await self._script(keys=group.keys, args=[as_of, *group.argv])
+            raw = await self._script(keys=group.keys, args=wire_args(group, as_of))
         except RedisError as exc:
             raise unavailable(self.settings, exc, f"applying a batch of tree {group.root}") from exc
         return decode_result(group, raw)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+#: ARGV values of a group that stay separate; the rest (the records' fields) travel as one JSON
+#: array. Every field is a string, so cjson in the script gives back exactly these strings.
+_HEAD = HEADER_ARGS - 1
+_encode_fields = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def decode_result(group: RootGroup, raw: list[Any]) -> GroupResult:
-    flat, ev_totals, pair_totals = raw
+def wire_args(group: RootGroup, as_of: str) -> list[str]:
+    """The script's ARGV: ``as_of``, the group's header, then its records' fields as one JSON array.
+
+    One value instead of :data:`~streams.batch.RECORD_ARGS` per record: redis-py
+    packs each ARGV value in Python, the JSON array is encoded in C.
+    """
+    argv = group.argv
+    return [as_of, *argv[:_HEAD], _encode_fields(argv[_HEAD:])]
+
+
+def decode_result(group: RootGroup, raw: bytes | str) -> GroupResult:
+    """Read the script's reply: one JSON document (see the script's header)."""
+    flat, ev_totals, pair_totals = json.loads(raw)
+    # cjson encodes an empty Lua table as an object.
+    flat = flat or []
+    ev_totals = ev_totals or [{}] * len(group.events)
+    pair_totals = pair_totals or [{}] * len(group.pairs)
     outcomes: list[Outcome] = []
     for i, planned in enumerate(group.records):
-        label, detail = _text(flat[2 * i]), _text(flat[2 * i + 1])
+        label, detail = flat[2 * i], flat[2 * i + 1]
         status, _, cause = label.partition(":")
         dead: tuple[Reason, str] | None = None
         if planned.rejection is not None:
@@ -170,7 +188,7 @@ def decode_result(group: RootGroup, raw: list[Any]) -> GroupResult:
         elif label == "duplicate:offset" and detail:
             reason, _, why = detail.partition(" ")
             dead = (Reason(reason), why)
-        outcomes.append(Outcome(planned.record, status, cause, detail,  # type: ignore[arg-type]
+        outcomes.append(Outcome(planned.record, status, cause, detail,
                                 planned.sale, dead))
     totals: list[TotalsSnapshot] = []
     for event_id, values in zip(group.events, ev_totals, strict=True):
@@ -182,5 +200,5 @@ def decode_result(group: RootGroup, raw: list[Any]) -> GroupResult:
     return GroupResult(group.root, outcomes, totals)
 
 
-def _pairs(flat: list[Any]) -> dict[str, str]:
-    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))

@@ -135,12 +135,17 @@ def classify(record: ConsumedRecord, registry: Registry) -> tuple[str, PlannedRe
     return resolve_root(record, registry), PlannedRecord(record, rejection=result)
 
 
-def ticker_entry(sale: Sale) -> str:
-    return json.dumps({
+#: One encoder for every ticker entry (``json.dumps`` with options builds a new one per call).
+_encode_ticker = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def ticker_entry(sale: Sale, occurred_at: str | None = None) -> str:
+    return _encode_ticker({
         "sale_id": sale.sale_id, "kind": sale.kind, "ikm_id": sale.ikm_id,
         "event_id": sale.event_id, "channel": sale.channel, "amount_idr": sale.amount_idr,
-        "quantity": sale.quantity, "occurred_at": sale.occurred_at.isoformat(),
-    }, separators=(",", ":"), ensure_ascii=False)
+        "quantity": sale.quantity,
+        "occurred_at": sale.occurred_at.isoformat() if occurred_at is None else occurred_at,
+    })
 
 
 def plan_batch(records: Iterable[ConsumedRecord], registry: Registry, keys: Keys,
@@ -168,24 +173,32 @@ def build_group(root: str, planned: Sequence[PlannedRecord], registry: Registry,
     topic = topics.pop()
     event_index: dict[str, int] = {}
     pair_index: dict[tuple[str, str], int] = {}
+    # (event_id, ikm_id) -> the two csv index lists of its chain; few distinct per batch.
+    chain_csv: dict[tuple[str, str], tuple[str, str]] = {}
     record_args: list[str] = []
+    extend = record_args.extend
     for p in planned:
         r = p.record
         sale = p.sale
         if sale is None:
             assert p.rejection is not None
-            record_args += [str(r.partition), str(r.offset), "x", "", "", "", "", "", "0", "0", "",
-                            "", "", str(p.rejection.reason), ""]
+            extend((str(r.partition), str(r.offset), "x", "", "", "", "", "", "0", "0", "",
+                    "", "", str(p.rejection.reason), ""))
             continue
-        chain = registry.chain(sale.event_id)
-        ev_idx = [event_index.setdefault(e, len(event_index)) for e in chain]
-        pr_idx = [pair_index.setdefault((e, sale.ikm_id), len(pair_index)) for e in chain]
-        record_args += [
+        slot = (sale.event_id, sale.ikm_id)
+        csv = chain_csv.get(slot)
+        if csv is None:
+            chain = registry.chain(sale.event_id)
+            ev_idx = [event_index.setdefault(e, len(event_index)) for e in chain]
+            pr_idx = [pair_index.setdefault((e, sale.ikm_id), len(pair_index)) for e in chain]
+            csv = chain_csv[slot] = (",".join(map(str, ev_idx)), ",".join(map(str, pr_idx)))
+        occurred_at = sale.occurred_at.isoformat()
+        extend((
             str(r.partition), str(r.offset), "s" if sale.kind == "sale" else "r", sale.sale_id,
             sale.ikm_id, sale.event_id, sale.channel, sale.day.isoformat(), str(sale.amount_idr),
-            str(sale.quantity), sale.refund_of or "", ",".join(map(str, ev_idx)),
-            ",".join(map(str, pr_idx)), ticker_entry(sale), sale.occurred_at.isoformat(),
-        ]
+            str(sale.quantity), sale.refund_of or "", csv[0], csv[1],
+            ticker_entry(sale, occurred_at), occurred_at,
+        ))
     events = tuple(event_index)
     pairs = tuple(pair_index)
     key_list = [keys.fence(root, topic), keys.stats(root), keys.sales(root), keys.rejects(root)]

@@ -14,9 +14,15 @@
 --   otherwise                            -> applied: totals of the event and every
 --                                           ancestor, their day buckets, IKM totals,
 --                                           board and ticker
--- Increments are summed in Lua tables and written once per field at the end;
--- every changed totals hash gets version + 1 and as_of once per call.
--- Returns { {outcome, detail, ...}, {totals of event 0..E-1}, {totals of pair 0..P-1} }.
+-- Increments are summed in Lua tables and written once per field at the end with
+-- HINCRBY; every changed totals hash gets version + 1 and as_of once per call.
+-- The sales hash is read once (HMGET of every sale_id and refund_of the batch
+-- needs) and written once at the end, through a table that the records of the
+-- batch read and update in order.
+-- ARGV[7] is the records' fields as one JSON array of strings (cjson-decoded
+-- here: one ARGV value instead of 15 per record).
+-- Returns one JSON string: [[outcome, detail, ...], [totals of event 0..E-1 as
+-- HGETALL arrays], [totals of pair 0..P-1]] (an empty array may come back as {}).
 
 local NF = 15
 local as_of = ARGV[1]
@@ -25,37 +31,47 @@ local ticker_len = tonumber(ARGV[3])
 local n_events = tonumber(ARGV[4])
 local n_pairs = tonumber(ARGV[5])
 local n_records = tonumber(ARGV[6])
-local HEAD = 6
+local A = cjson.decode(ARGV[7])
 
 local K_FENCE, K_STATS, K_SALES, K_REJECTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local EV0 = 5
 local PAIR0 = 5 + 4 * n_events
+-- Values per HMGET/HSET/LPUSH call (Lua's unpack limit is about 8000).
+local CHUNK = 1000
+
+local tonumber = tonumber
+local call, unpack, sfind, ssub = redis.call, unpack, string.find, string.sub
 
 local function fmt(n) return string.format("%d", n) end
 
 local function split(s, sep)
   local out, start = {}, 1
   while true do
-    local i = string.find(s, sep, start, true)
+    local i = sfind(s, sep, start, true)
     if not i then
-      out[#out + 1] = string.sub(s, start)
+      out[#out + 1] = ssub(s, start)
       return out
     end
-    out[#out + 1] = string.sub(s, start, i - 1)
+    out[#out + 1] = ssub(s, start, i - 1)
     start = i + 1
   end
 end
 
+local ints_cache = {}
 local function ints(csv)
-  local out = {}
-  if csv == "" then return out end
-  for _, v in ipairs(split(csv, ",")) do out[#out + 1] = tonumber(v) end
+  local out = ints_cache[csv]
+  if out then return out end
+  out = {}
+  if csv ~= "" then
+    for _, v in ipairs(split(csv, ",")) do out[#out + 1] = tonumber(v) end
+  end
+  ints_cache[csv] = out
   return out
 end
 
 local deltas = {}      -- key -> field -> integer delta
+local delta_order = {}
 local changed = {}     -- totals key -> true
-local changed_order = {}
 local board = {}       -- board key -> member -> delta
 local tickers = {}     -- ticker key -> list of JSON, oldest first
 local last_sale = {}   -- ikm totals key -> {at, id, amount}
@@ -63,40 +79,127 @@ local stats = {}
 local fences = {}
 local new_fence = {}
 
-local function add(key, field, n)
+local function fields_of(key)
   local t = deltas[key]
   if t == nil then
     t = {}
     deltas[key] = t
+    delta_order[#delta_order + 1] = key
   end
-  t[field] = (t[field] or 0) + n
-end
-
-local function mark(key)
-  if not changed[key] then
-    changed[key] = true
-    changed_order[#changed_order + 1] = key
-  end
+  return t
 end
 
 local function fence_of(p)
   local f = fences[p]
   if f == nil then
-    local v = redis.call("HGET", K_FENCE, p)
+    local v = call("HGET", K_FENCE, p)
     f = v and tonumber(v) or -1
     fences[p] = f
   end
   return f
 end
 
-local function apply_sale(b, op)
-  local sale_id, ikm, event = ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
-  local channel, day = ARGV[b + 7], ARGV[b + 8]
-  local amount, qty = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10])
-  local refund_of = ARGV[b + 11]
-  local kind = (op == "s") and "sale" or "refund"
+-- The sales hash as this batch sees it: sale_id -> packed record, false if absent.
+local sales = {}
+local sales_dirty, sales_dirty_order = {}, {}
 
-  local existing = redis.call("HGET", K_SALES, sale_id)
+local function sale_of(id)
+  local v = sales[id]
+  if v == nil then
+    v = call("HGET", K_SALES, id)
+    sales[id] = v
+  end
+  return v
+end
+
+local function put_sale(id, packed)
+  sales[id] = packed
+  if not sales_dirty[id] then
+    sales_dirty[id] = true
+    sales_dirty_order[#sales_dirty_order + 1] = id
+  end
+end
+
+do  -- read every sale_id and refund target the unfenced records name, at once
+  local want, seen = {}, {}
+  for r = 0, n_records - 1 do
+    local b = r * NF
+    if A[b + 3] ~= "x" and tonumber(A[b + 2]) > fence_of(A[b + 1]) then
+      local id = A[b + 4]
+      if not seen[id] then seen[id] = true; want[#want + 1] = id end
+      if A[b + 3] == "r" then
+        id = A[b + 11]
+        if not seen[id] then seen[id] = true; want[#want + 1] = id end
+      end
+    end
+  end
+  for i = 1, #want, CHUNK do
+    local last = math.min(i + CHUNK - 1, #want)
+    local values = call("HMGET", K_SALES, unpack(want, i, last))
+    for j = i, last do sales[want[j]] = values[j - i + 1] end
+  end
+end
+
+-- Field names, built once per channel and per day.
+local ch_names = {}
+local function channel_names(channel)
+  local t = ch_names[channel]
+  if t == nil then
+    local c = "ch:" .. channel .. ":"
+    t = { c .. "amount_idr", c .. "count", c .. "refunds_idr" }
+    ch_names[channel] = t
+  end
+  return t
+end
+local day_names = {}
+local function day_fields(day)
+  local t = day_names[day]
+  if t == nil then
+    t = { day .. ":amount_idr", day .. ":count", day .. ":quantity", day .. ":refunds_idr" }
+    day_names[day] = t
+  end
+  return t
+end
+
+local function book_totals(k, is_sale, signed, amount, qty, ch)
+  changed[k] = true
+  local t = fields_of(k)
+  t.amount_idr = (t.amount_idr or 0) + signed
+  t[ch[1]] = (t[ch[1]] or 0) + signed
+  if is_sale then
+    t.gross_idr = (t.gross_idr or 0) + amount
+    t.count = (t.count or 0) + 1
+    t.quantity = (t.quantity or 0) + qty
+    t[ch[2]] = (t[ch[2]] or 0) + 1
+  else
+    t.refunds_idr = (t.refunds_idr or 0) + amount
+    t.refund_count = (t.refund_count or 0) + 1
+    t.quantity = (t.quantity or 0) - qty
+    t[ch[3]] = (t[ch[3]] or 0) + amount
+  end
+end
+
+local function book_day(k, is_sale, signed, amount, qty, d)
+  local t = fields_of(k)
+  t[d[1]] = (t[d[1]] or 0) + signed
+  if is_sale then
+    t[d[2]] = (t[d[2]] or 0) + 1
+    t[d[3]] = (t[d[3]] or 0) + qty
+  else
+    t[d[4]] = (t[d[4]] or 0) + amount
+    t[d[3]] = (t[d[3]] or 0) - qty
+  end
+end
+
+local function apply_sale(b, op)
+  local sale_id, ikm, event = A[b + 4], A[b + 5], A[b + 6]
+  local channel, day = A[b + 7], A[b + 8]
+  local amount, qty = tonumber(A[b + 9]), tonumber(A[b + 10])
+  local refund_of = A[b + 11]
+  local is_sale = op == "s"
+  local kind = is_sale and "sale" or "refund"
+
+  local existing = sale_of(sale_id)
   if existing then
     local e = split(existing, "|")
     if e[1] == ikm and e[2] == event and tonumber(e[5]) == amount and e[9] == kind
@@ -107,8 +210,8 @@ local function apply_sale(b, op)
       .. " of " .. e[1] .. " in " .. e[2] .. " for " .. e[5] .. " IDR"
   end
 
-  if kind == "refund" then
-    local target = redis.call("HGET", K_SALES, refund_of)
+  if not is_sale then
+    local target = sale_of(refund_of)
     if not target then
       return "rejected:unknown_refund_target", "refund_of " .. refund_of .. " is not an applied sale"
     end
@@ -126,48 +229,24 @@ local function apply_sale(b, op)
     end
     s[7] = fmt(refunded)
     s[8] = fmt(refunded_qty)
-    redis.call("HSET", K_SALES, refund_of, table.concat(s, "|"))
+    put_sale(refund_of, table.concat(s, "|"))
     -- A refund is booked where its sale was: the sale's channel and local day.
     channel, day = s[3], s[4]
   end
-  redis.call("HSET", K_SALES, sale_id, table.concat(
+  put_sale(sale_id, table.concat(
     {ikm, event, channel, day, fmt(amount), fmt(qty), "0", "0", kind, refund_of}, "|"))
 
-  local evs, prs = ints(ARGV[b + 12]), ints(ARGV[b + 13])
-  local ch = "ch:" .. channel .. ":"
-  local signed = amount
-  if kind == "refund" then signed = -amount end
+  local evs, prs = ints(A[b + 12]), ints(A[b + 13])
+  local ch, d = channel_names(channel), day_fields(day)
+  local signed = is_sale and amount or -amount
+  local ticker_json = A[b + 14]
   for j = 1, #evs do
     local eb = EV0 + 4 * evs[j]
     local pb = PAIR0 + 2 * prs[j]
-    local totals = { KEYS[eb], KEYS[pb] }
-    local days = { KEYS[eb + 1], KEYS[pb + 1] }
-    for _, k in ipairs(totals) do
-      mark(k)
-      add(k, "amount_idr", signed)
-      add(k, ch .. "amount_idr", signed)
-      if kind == "sale" then
-        add(k, "gross_idr", amount)
-        add(k, "count", 1)
-        add(k, "quantity", qty)
-        add(k, ch .. "count", 1)
-      else
-        add(k, "refunds_idr", amount)
-        add(k, "refund_count", 1)
-        add(k, "quantity", -qty)
-        add(k, ch .. "refunds_idr", amount)
-      end
-    end
-    for _, k in ipairs(days) do
-      add(k, day .. ":amount_idr", signed)
-      if kind == "sale" then
-        add(k, day .. ":count", 1)
-        add(k, day .. ":quantity", qty)
-      else
-        add(k, day .. ":refunds_idr", amount)
-        add(k, day .. ":quantity", -qty)
-      end
-    end
+    book_totals(KEYS[eb], is_sale, signed, amount, qty, ch)
+    book_totals(KEYS[pb], is_sale, signed, amount, qty, ch)
+    book_day(KEYS[eb + 1], is_sale, signed, amount, qty, d)
+    book_day(KEYS[pb + 1], is_sale, signed, amount, qty, d)
     local bk = KEYS[eb + 2]
     local members = board[bk]
     if members == nil then
@@ -181,9 +260,9 @@ local function apply_sale(b, op)
       list = {}
       tickers[tk] = list
     end
-    list[#list + 1] = ARGV[b + 14]
-    if kind == "sale" then
-      last_sale[KEYS[pb]] = { ARGV[b + 15], sale_id, amount }
+    list[#list + 1] = ticker_json
+    if is_sale then
+      last_sale[KEYS[pb]] = { A[b + 15], sale_id, amount }
     end
   end
   return "applied", ""
@@ -191,22 +270,22 @@ end
 
 local outcomes = {}
 for r = 0, n_records - 1 do
-  local b = HEAD + r * NF
-  local part, off_text, op = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local b = r * NF
+  local part, off_text, op = A[b + 1], A[b + 2], A[b + 3]
   local off = tonumber(off_text)
   local outcome, detail
   if off <= fence_of(part) then
     outcome = "duplicate:offset"
-    detail = redis.call("HGET", K_REJECTS, topic .. "/" .. part .. "/" .. off_text) or ""
+    detail = call("HGET", K_REJECTS, topic .. "/" .. part .. "/" .. off_text) or ""
   else
     if (new_fence[part] or -1) < off then new_fence[part] = off end
     if op == "x" then
-      outcome, detail = "rejected:" .. ARGV[b + 14], ""
+      outcome, detail = "rejected:" .. A[b + 14], ""
     else
       outcome, detail = apply_sale(b, op)
-      if string.sub(outcome, 1, 9) == "rejected:" then
-        redis.call("HSET", K_REJECTS, topic .. "/" .. part .. "/" .. off_text,
-          string.sub(outcome, 10) .. " " .. detail)
+      if ssub(outcome, 1, 9) == "rejected:" then
+        call("HSET", K_REJECTS, topic .. "/" .. part .. "/" .. off_text,
+          ssub(outcome, 10) .. " " .. detail)
       end
     end
   end
@@ -215,33 +294,56 @@ for r = 0, n_records - 1 do
   outcomes[#outcomes + 1] = detail
 end
 
-for key, fields in pairs(deltas) do
-  for f, n in pairs(fields) do
-    if n ~= 0 then redis.call("HINCRBY", key, f, fmt(n)) end
+local function hset_all(key, args)
+  for i = 1, #args, CHUNK do
+    call("HSET", key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
   end
 end
-for _, key in ipairs(changed_order) do
-  redis.call("HINCRBY", key, "version", 1)
-  redis.call("HSET", key, "as_of", as_of)
+
+do
+  local args = {}
+  for _, id in ipairs(sales_dirty_order) do
+    args[#args + 1] = id
+    args[#args + 1] = sales[id]
+  end
+  if #args > 0 then hset_all(K_SALES, args) end
 end
-for key, s in pairs(last_sale) do
-  redis.call("HSET", key, "last_sale_at", s[1], "last_sale_id", s[2], "last_amount_idr", fmt(s[3]))
+
+for _, key in ipairs(delta_order) do
+  -- HINCRBY keeps Redis' exact 64-bit integer arithmetic; Lua numbers are doubles.
+  for f, n in pairs(deltas[key]) do
+    if n ~= 0 then call("HINCRBY", key, f, fmt(n)) end
+  end
+  if changed[key] then
+    call("HINCRBY", key, "version", 1)
+    local args = { "as_of", as_of }
+    local s = last_sale[key]
+    if s then
+      args[#args + 1] = "last_sale_at"
+      args[#args + 1] = s[1]
+      args[#args + 1] = "last_sale_id"
+      args[#args + 1] = s[2]
+      args[#args + 1] = "last_amount_idr"
+      args[#args + 1] = fmt(s[3])
+    end
+    call("HSET", key, unpack(args))
+  end
 end
 for key, members in pairs(board) do
-  for m, n in pairs(members) do redis.call("ZINCRBY", key, fmt(n), m) end
+  for m, n in pairs(members) do call("ZINCRBY", key, fmt(n), m) end
 end
 for key, list in pairs(tickers) do
   local first = math.max(1, #list - ticker_len + 1)
   for i = first, #list, 100 do
-    redis.call("LPUSH", key, unpack(list, i, math.min(i + 99, #list)))
+    call("LPUSH", key, unpack(list, i, math.min(i + 99, #list)))
   end
-  redis.call("LTRIM", key, 0, ticker_len - 1)
+  call("LTRIM", key, 0, ticker_len - 1)
 end
-for f, n in pairs(stats) do redis.call("HINCRBY", K_STATS, f, n) end
-for p, off in pairs(new_fence) do redis.call("HSET", K_FENCE, p, fmt(off)) end
+for f, n in pairs(stats) do call("HINCRBY", K_STATS, f, n) end
+for p, off in pairs(new_fence) do call("HSET", K_FENCE, p, fmt(off)) end
 
 local ev_totals = {}
-for e = 0, n_events - 1 do ev_totals[#ev_totals + 1] = redis.call("HGETALL", KEYS[EV0 + 4 * e]) end
+for e = 0, n_events - 1 do ev_totals[#ev_totals + 1] = call("HGETALL", KEYS[EV0 + 4 * e]) end
 local pair_totals = {}
-for i = 0, n_pairs - 1 do pair_totals[#pair_totals + 1] = redis.call("HGETALL", KEYS[PAIR0 + 2 * i]) end
-return { outcomes, ev_totals, pair_totals }
+for i = 0, n_pairs - 1 do pair_totals[#pair_totals + 1] = call("HGETALL", KEYS[PAIR0 + 2 * i]) end
+return cjson.encode({ outcomes, ev_totals, pair_totals })

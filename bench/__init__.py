@@ -1,0 +1,1 @@
+"""Benchmarks of rekap. Run ``python -m bench.throughput --help``."""
