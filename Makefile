@@ -15,9 +15,11 @@ STACK_ARGS ?=
 PYTEST_ARGS ?=
 # e.g. make bench BENCH_ARGS="--records 50000 --runs 5"
 BENCH_ARGS ?=
-# Debian packages the stack and the tests use: Redis, Prometheus (+ promtool),
-# Chromium for the venue page test, docker-compose to validate docker-compose.yml.
-APT_PACKAGES := redis-server prometheus chromium docker-compose
+# Debian packages the stack and the tests use, as command:package. Redis, Prometheus
+# (+ promtool), Chromium for the venue page test, docker-compose to validate
+# docker-compose.yml. Checked by command, not dpkg: a removed package keeps a dpkg record.
+APT_NEEDS := redis-server:redis-server redis-cli:redis-tools prometheus:prometheus \
+	promtool:prometheus chromium:chromium docker-compose:docker-compose
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: help setup setup-system demo test lint bench stack-up stack-down stack-status stack-fetch stack-install
@@ -30,7 +32,7 @@ setup: setup-system $(VENV)/.installed stack-fetch ## install everything a fresh
 setup-system: ## apt-get install the Debian packages rekap needs, if missing; check Java and Maven
 	@command -v java >/dev/null || { echo "setup: Java 17+ is required (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 	@command -v mvn >/dev/null || { echo "setup: Maven is required to fetch the Kafka jars (apt-get install maven)" >&2; exit 1; }
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for need in $(APT_NEEDS); do command -v $${need%%:*} >/dev/null || echo $${need#*:}; done | sort -u | xargs); \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: installing $$missing"; \
 	  $(SUDO) apt-get update -q >/dev/null; \
