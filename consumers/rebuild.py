@@ -22,8 +22,10 @@ worker publishes on the next change of each key).
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from consumers.reconcile import parse_key, read_topic
 from rekap.errors import ConfigError, KafkaUnavailable
@@ -31,6 +33,7 @@ from rekap.names import Keys
 from rekap.settings import Settings
 
 UNLINK_CHUNK = 500
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,6 +41,25 @@ class RebuildResult:
     keys_removed: int
     versions_kept: int
     applied_records: int | None = None
+
+
+#: A group coordinator is not available for a few seconds after a broker starts
+#: (the offsets topic is being created) or moves; such errors are retried this long.
+COORDINATOR_WAIT_S = 15.0
+
+
+def retrying(call: Callable[[], T], timeout_s: float = COORDINATOR_WAIT_S) -> T:
+    """Run a Kafka admin ``call``, retrying errors Kafka marks retriable until ``timeout_s``."""
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def active_members(settings: Settings) -> int:
@@ -50,7 +72,7 @@ def active_members(settings: Settings) -> int:
     except KafkaError as exc:
         raise KafkaUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
     try:
-        groups = admin.describe_groups([settings.app_id])
+        groups = retrying(lambda: admin.describe_groups([settings.app_id]))
         group = groups.get(settings.app_id) or {}
         return len(group.get("members") or [])
     except KafkaError as exc:
@@ -94,9 +116,9 @@ def commit_offsets(settings: Settings, offsets: dict[int, int]) -> None:
 
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
-        result = admin.alter_group_offsets(settings.app_id, {
+        result = retrying(lambda: admin.alter_group_offsets(settings.app_id, {
             TopicPartition(settings.topic_sales, p): OffsetAndMetadata(o, "rekap rebuild", -1)
-            for p, o in offsets.items()})
+            for p, o in offsets.items()}))
         failed = {tp: err for tp, err in result.items() if err.__name__ != "NoError"}
         if failed:
             raise KafkaUnavailable(f"committing offsets for group {settings.app_id} failed: {failed} "
