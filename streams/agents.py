@@ -9,6 +9,14 @@ record's partition and offset are at hand):
 4. publish the touched totals (absolute, versioned) and wait for the acks;
 5. count it in the metrics.
 
+Besides the batches, a settle pass (a Faust timer, every
+:data:`SETTLE_INTERVAL_S`, and once at shutdown) re-reads the totals hashes
+this worker published and re-sends those another worker moved on since, so
+the compacted totals topics end on the newest version of every key
+(:class:`streams.totals.Settler` explains why that converges). It publishes
+state already in Redis and touches no offsets; a failure is logged, counted
+(``operation="totals_settle"``) and retried at the next tick.
+
 Faust acks the batch only when the loop body returns, and commits offsets
 after that. So a crash anywhere in 1-4 replays the batch, which the offset
 fences turn into ``duplicate:offset`` while the dead letters and totals are
@@ -32,14 +40,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from rekap.errors import KafkaUnavailable, RedisUnavailable
 from rekap.names import Keys
+from rekap.redisconn import unavailable
 from rekap.registry import RegistrySource
 from rekap.settings import Settings
 from streams import metrics
 from streams.apply import Applier, BatchResult, Outcome
 from streams.batch import BatchPlan, ConsumedRecord, plan_batch
-from streams.totals import VersionGate, coalesce
+from streams.totals import Settler, TotalsMessage, TotalsRef, VersionGate, coalesce
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +61,12 @@ RETRY_FIRST_S = 0.2
 RETRY_MAX_S = 5.0
 #: Seconds to wait for the broker to acknowledge one batch of sends.
 SEND_TIMEOUT_S = 30.0
+#: Seconds between settle passes of the totals topics (see :class:`streams.totals.Settler`):
+#: how long the compacted tail of a key may lag behind Redis after its last change.
+#: A module constant for now; a candidate for ``REKAP_TOTALS_SETTLE_S`` in rekap.settings.
+SETTLE_INTERVAL_S = 1.0
+#: Longest the final settle pass may hold up a graceful shutdown.
+SHUTDOWN_SETTLE_TIMEOUT_S = 5.0
 
 
 def dead_letter_value(outcome: Outcome, rejected_at: str) -> dict[str, Any]:
@@ -95,6 +112,10 @@ class Pipeline:
         self.keys = Keys(settings.redis_prefix)
         self.registry = RegistrySource(settings.registry_path, settings.booth_tokens_path)
         self.gate = VersionGate()
+        self.settler = Settler(self.gate, settings)
+        #: One worker's totals sends, batch or settle, one at a time (the Settler's premise).
+        self._publish_lock = asyncio.Lock()
+        self._force_shared = False
         self._applier: Applier | None = None
 
     @property
@@ -154,14 +175,69 @@ class Pipeline:
         metrics.DEAD_LETTERS_PUBLISHED.inc(len(sends))
 
     async def publish_totals(self, result: BatchResult) -> None:
-        messages = self.gate.fresh(coalesce(result.totals, self.settings))
-        if not messages:
-            return
+        async with self._publish_lock:
+            messages = self.gate.fresh(coalesce(result.totals, self.settings))
+            if not messages:
+                return
+            self.settler.watch(messages)
+            await self._send_totals(messages, "totals")
+
+    async def _send_totals(self, messages: list[TotalsMessage], operation: str) -> None:
         await self._send_all([(m.topic, m.key.encode(), m.value_bytes()) for m in messages],
-                             "totals")
+                             operation)
         self.gate.published(messages)
         for m in messages:
             metrics.TOTALS_PUBLISHED.labels(m.value["scope"]).inc()
+
+    def shared_refs(self) -> list[TotalsRef]:
+        """The totals keys several workers write: every event of the registry."""
+        registry = self.registry.current()
+        return [TotalsRef("event", registry.root(e), e) for e in sorted(registry.events)]
+
+    def force_shared(self) -> None:
+        """After a rebalance: the next pass re-sends every event-level total (see Settler.force)."""
+        self._force_shared = True
+
+    async def settle(self) -> int:
+        """One settle pass; return how many messages it sent. Raises on failure."""
+        async with self._publish_lock:
+            if self._force_shared:
+                self.settler.force(self.shared_refs())
+                self._force_shared = False
+            refs = self.settler.pending()
+            if not refs:
+                return 0
+            client = self.applier.client
+            try:
+                async with client.pipeline(transaction=False) as pipe:
+                    for ref in refs:
+                        pipe.hgetall(ref.redis_key(self.keys))
+                    hashes = await pipe.execute()
+            except RedisError as exc:
+                metrics.REDIS_ERRORS.labels("totals_settle").inc()
+                raise unavailable(self.settings, exc, "re-reading totals to settle") from exc
+            current = [(ref, {k.decode(): v.decode() for k, v in h.items()})
+                       for ref, h in zip(refs, hashes, strict=True)]
+            messages = self.settler.plan(current)
+            if messages:
+                await self._send_totals(messages, "totals_settle")
+            return len(messages)
+
+    async def settle_safely(self) -> None:
+        """A settle pass that never raises (timer and shutdown); failures retry next time."""
+        try:
+            sent = await self.settle()
+        except asyncio.CancelledError:
+            raise
+        except (RedisUnavailable, KafkaUnavailable) as exc:  # counted where they were raised
+            log.warning("totals settle pass failed, retrying in %.1fs: %s", SETTLE_INTERVAL_S, exc)
+        except Exception:
+            metrics.KAFKA_ERRORS.labels("totals_settle").inc()
+            log.exception("totals settle pass failed unexpectedly, retrying in %.1fs",
+                          SETTLE_INTERVAL_S)
+        else:
+            if sent:
+                log.debug("totals settle pass re-sent %d messages", sent)
 
     async def _send_all(self, sends: list[tuple[str, bytes, bytes]], operation: str) -> None:
         """Send and wait for every acknowledgement; any failure fails the whole lot."""
@@ -244,5 +320,25 @@ def install(app: Any, settings: Settings) -> Any:
     async def apply_sales(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_window_s):
             await pipeline.process(events)
+
+    if SETTLE_INTERVAL_S > 0:
+        @app.timer(SETTLE_INTERVAL_S, name="rekap.settle_totals")
+        async def settle_totals() -> None:
+            await pipeline.settle_safely()
+
+        async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+            pipeline.force_shared()
+
+        async def on_shutdown(sender: Any, *args: Any, **kwargs: Any) -> None:
+            # Streams are drained, the producer still runs: discharge what is owed, briefly.
+            try:
+                await asyncio.wait_for(pipeline.settle_safely(), SHUTDOWN_SETTLE_TIMEOUT_S)
+            except TimeoutError:
+                metrics.KAFKA_ERRORS.labels("totals_settle").inc()
+                log.warning("final totals settle pass did not finish within %.0fs",
+                            SHUTDOWN_SETTLE_TIMEOUT_S)
+
+        app.on_partitions_assigned.connect(on_assigned)
+        app.on_before_shutdown.connect(on_shutdown)
 
     return apply_sales

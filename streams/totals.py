@@ -16,20 +16,109 @@ Message (value, JSON)::
 
 Key: ``event_id`` on ``REKAP_TOPIC_TOTALS_EVENT``, ``event_id/ikm_id`` on
 ``REKAP_TOPIC_TOTALS_IKM`` (:func:`rekap.names.totals_key`).
+
+Settling: the compacted tail converges to the newest version
+------------------------------------------------------------
+Compaction keeps the *last appended* message per key, and a "last message
+wins" reader sees exactly that. With several workers the last appended message
+need not carry the newest version: an event-level key is written by every
+worker (each rolls its IKM partitions up into the same event). Worker A's
+script returns version 41, B's returns 42, B's message reaches the broker
+first, then A's 41 lands: the tail is stale, and stays stale if nothing
+changes afterwards (the end of a programme). The highest-version subscriber
+(:mod:`consumers.totals`) copes; compaction does not.
+
+:class:`Settler` closes that gap, per worker, with one rule::
+
+    Every message a worker appends for a key obliges it, after the broker's
+    ack, to read the key's hash from Redis again. If the version read is the
+    one it last appended, the obligation is discharged (the key is clean).
+    If it is higher, it sends the value read, which is a new append and so a
+    new obligation.
+
+The worker keeps the keys it still owes a read (*dirty*, set before the first
+send attempt, so a failed or partial send is covered too) and a settle pass
+(a timer, every :data:`streams.agents.SETTLE_INTERVAL_S`, plus once at
+shutdown) reads them all in one Redis pipeline. Batch publishes and settle
+passes of one worker are serialised by one lock, so "the last message this
+worker appended for a key" is well defined and every read of a settle pass
+comes after the acks of everything the worker sent before it.
+
+Why it converges (any number of workers). Take a key, let ``V`` be its final
+version in Redis, written at time ``t_V``, and let ``L`` be the last message
+appended for the key, by worker ``W``. Once every obligation is discharged,
+``W`` read the hash after ``L``'s ack and found ``L.version``: had it found
+more, ``W`` would have appended again, after ``L``. Any change to the hash
+after that read would have been published by the worker that made it (the
+script returns the snapshot it wrote, and a crashed worker's batch is replayed
+and re-published by the next owner), and that message would have been sent
+after ``L`` was appended, so it would be later than ``L``. So nothing changed
+after the read: the hash, with version ``L.version``, is the final one, i.e.
+``L.version == V`` and ``L``'s values are Redis's values (a version identifies
+the hash's contents: every change bumps it). Settle messages carry the hash
+exactly as stored (``as_of`` included), so a re-sent version is byte-for-byte
+the message the batch would have sent.
+
+Costs and guarantees kept:
+
+* coalesced: a settle pass sends at most one message per key, and only for a
+  key that moved under the worker since its last send (on a single worker it
+  sends nothing: the read finds the version the worker just published);
+* one worker never sends a lower version after a higher one: a settle message
+  goes through the same :class:`VersionGate` (Redis versions only grow, so
+  the version read is at least anything the worker sent before);
+* not tied to offsets: it republishes state already in Redis, so it needs no
+  ack ordering with the batch; a failure leaves the keys dirty for the next pass.
+
+Crashes: a worker SIGKILLed after appending a message but before its settle
+read cannot discharge its obligation. Only event-level keys are shared
+between workers (an IKM key is written by the owner of that IKM's partition
+alone), and the rebalance that follows the crash makes every surviving worker
+:meth:`Settler.force` the event-level keys of the registry: it re-sends their
+current value (even at a version it already sent), which lands after the dead
+worker's messages and is then confirmed like any other send.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
 
-from rekap.names import CHANNEL_FIELDS, CHANNELS, TOTAL_FIELDS, channel_field, totals_key
+from rekap.names import CHANNEL_FIELDS, CHANNELS, TOTAL_FIELDS, Keys, channel_field, totals_key
 from rekap.settings import Settings
 from streams.apply import TotalsSnapshot
 
+log = logging.getLogger(__name__)
+
 SCHEMA: Final = "rekap.totals.v1"
+
+#: A totals message's place: (topic, Kafka key).
+Slot = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class TotalsRef:
+    """Where a totals message's state lives: the Redis hash behind one Kafka key."""
+
+    scope: Literal["event", "ikm"]
+    root: str
+    event_id: str
+    ikm_id: str | None = None
+
+    def redis_key(self, keys: Keys) -> str:
+        if self.ikm_id is None:
+            return keys.event_totals(self.root, self.event_id)
+        return keys.ikm_totals(self.root, self.event_id, self.ikm_id)
+
+    def slot(self, settings: Settings) -> Slot:
+        topic = settings.topic_totals_event if self.scope == "event" else settings.topic_totals_ikm
+        return topic, totals_key(self.event_id, self.ikm_id)
+
+    def snapshot(self, values: dict[str, str]) -> TotalsSnapshot:
+        return TotalsSnapshot(self.scope, self.root, self.event_id, self.ikm_id, values)
 
 
 @dataclass(frozen=True)
@@ -38,6 +127,12 @@ class TotalsMessage:
     key: str
     version: int
     value: dict[str, Any]
+    #: The hash it was read from, so a settle pass can read it again.
+    ref: TotalsRef | None = field(default=None, compare=False)
+
+    @property
+    def slot(self) -> Slot:
+        return self.topic, self.key
 
     def value_bytes(self) -> bytes:
         return json.dumps(self.value, separators=(",", ":"), ensure_ascii=False).encode()
@@ -59,8 +154,9 @@ def message_value(snapshot: TotalsSnapshot) -> dict[str, Any]:
 
 def to_message(snapshot: TotalsSnapshot, settings: Settings) -> TotalsMessage:
     topic = settings.topic_totals_event if snapshot.scope == "event" else settings.topic_totals_ikm
+    ref = TotalsRef(snapshot.scope, snapshot.root, snapshot.event_id, snapshot.ikm_id)
     return TotalsMessage(topic, totals_key(snapshot.event_id, snapshot.ikm_id), snapshot.version,
-                         message_value(snapshot))
+                         message_value(snapshot), ref)
 
 
 def coalesce(snapshots: Iterable[TotalsSnapshot], settings: Settings) -> list[TotalsMessage]:
@@ -95,3 +191,75 @@ class VersionGate:
 
     def last(self, topic: str, key: str) -> int:
         return self._published.get((topic, key), 0)
+
+
+class Settler:
+    """The keys this worker still owes a read after its last send (see the module docstring).
+
+    Pure bookkeeping; the caller does the I/O, holding one lock around both
+    batch publishes and settle passes::
+
+        settler.watch(messages)            # before sending a batch's messages
+        refs = settler.pending()           # a settle pass: read these hashes ...
+        out = settler.plan(list(zip(refs, hashes)))   # ... and send ``out``
+        gate.published(out)                # after the acks (a failure: just retry later)
+    """
+
+    def __init__(self, gate: VersionGate, settings: Settings) -> None:
+        self.gate = gate
+        self.settings = settings
+        self._dirty: dict[Slot, TotalsRef] = {}
+        self._forced: set[Slot] = set()
+
+    def watch(self, messages: Iterable[TotalsMessage]) -> None:
+        """Messages about to be sent: each key owes a read after the acks."""
+        for m in messages:
+            if m.ref is not None:
+                self._dirty[m.slot] = m.ref
+
+    def force(self, refs: Iterable[TotalsRef]) -> None:
+        """Re-send these keys' current values at the next pass, even at a version already sent.
+
+        For keys another (possibly dead) worker may have left stale: after a rebalance.
+        """
+        for ref in refs:
+            slot = ref.slot(self.settings)
+            self._dirty[slot] = ref
+            self._forced.add(slot)
+
+    def pending(self) -> list[TotalsRef]:
+        """The hashes to read in the next pass."""
+        return list(self._dirty.values())
+
+    def dirty(self) -> int:
+        return len(self._dirty)
+
+    def plan(self, current: Iterable[tuple[TotalsRef, dict[str, str]]]) -> list[TotalsMessage]:
+        """Given the hashes just read (after every earlier send was acked): what to send.
+
+        A key whose hash still holds the version this worker last sent is clean.
+        A key that moved on is sent again (and stays dirty until a later pass
+        finds it unchanged). Gone or behind (a rebuild under a running worker):
+        dropped, nothing to fix by re-sending.
+        """
+        out: list[TotalsMessage] = []
+        for ref, values in current:
+            slot = ref.slot(self.settings)
+            if slot not in self._dirty:
+                continue
+            forced = slot in self._forced
+            self._forced.discard(slot)
+            snap = ref.snapshot(values)
+            last = self.gate.last(*slot)
+            if not values or snap.version <= 0:
+                del self._dirty[slot]
+            elif snap.version > last or (forced and snap.version == last):
+                out.append(to_message(snap, self.settings))
+            elif snap.version == last:
+                del self._dirty[slot]
+            else:
+                log.warning("totals %s: Redis holds version %d, below the %d already published "
+                            "(rebuilt under a running worker?); not re-sent",
+                            slot, snap.version, last)
+                del self._dirty[slot]
+        return out
