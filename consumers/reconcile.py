@@ -56,7 +56,8 @@ class Report:
 
 def read_topic(settings: Settings, topic: str | None = None,
                timeout_s: float = 60.0) -> tuple[list[ConsumedRecord], dict[int, int]]:
-    """Every record of the sales topic up to the end offsets seen at the start, and those ends."""
+    """Every record of a topic (default: the sales topic) up to the end offsets seen at the start,
+    sorted by partition and offset, and those end offsets."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
+from consumers.reconcile import read_topic
 from rekap.settings import Settings
+from streams.batch import ConsumedRecord
 
 
 def produce(settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes]],
@@ -31,24 +32,7 @@ def produce_json(settings: Settings, records: Iterable[dict[str, Any]]) -> int:
                    ((str(r.get("ikm_id")).encode(), json.dumps(r).encode()) for r in records))
 
 
-def read_all(settings: Settings, topic: str, timeout_s: float = 20.0) -> list[Any]:
-    """Every record of ``topic`` from the beginning to the end offsets seen at call time."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                             group_id=None, consumer_timeout_ms=1000)
-    try:
-        parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or [])]
-        if not parts:
-            return []
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        out: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in parts):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"read_all({topic}) did not reach the end offsets")
-            for batch in consumer.poll(timeout_ms=500).values():
-                out.extend(batch)
-        return out
-    finally:
-        consumer.close()
+def read_all(settings: Settings, topic: str, timeout_s: float = 20.0) -> list[ConsumedRecord]:
+    """Every record of ``topic``, beginning to the end offsets seen at call time, by partition."""
+    records, _ends = read_topic(settings, topic, timeout_s)
+    return records
