@@ -188,7 +188,7 @@ def test_apply_equals_ledger_under_at_least_once_delivery(
 
     @hypothesis_settings(max_examples=50, deadline=None, derandomize=True, database=None,
                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-                         print_blob=False)
+                         print_blob=False, report_multiple_bugs=False)
     @given(stream=sale_streams(registry), program=steps)
     def prop(stream: list[Record], program: list[Step]) -> None:
         prefix = f"{settings.redis_prefix}:x{next(counter)}"
