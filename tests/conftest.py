@@ -9,6 +9,7 @@ other's records or keys and can run in any order.
 
 from __future__ import annotations
 
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="Kafka bootstrap servers of the test broker (REKAP_KAFKA_BOOTSTRAP)")
     parser.addoption("--redis-url", default=base.redis_url,
                      help="Redis URL of the test server (REKAP_REDIS_URL)")
+
+
+def kafka_socket_filters(bootstrap: str) -> list[str]:
+    """``filterwarnings`` entries that ignore an unclosed socket whose peer is this broker.
+
+    kafka-python 3.0 (up to 3.0.12, the newest) can leave one socket to the broker open
+    after a client's ``close()``: its connection manager abandons a connection attempt
+    still in flight, and the socket surfaces only when the garbage collector reaches it,
+    as a ``ResourceWarning`` that the "error" filter turns into a failure of whichever
+    test happens to be running (seen once in CI, at session end, after every test had
+    passed). Every rekap client is closed in a ``finally`` block. So exactly that warning
+    is ignored: any other unclosed socket, or Redis connection, still fails the test.
+    """
+    out = []
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        out.append(rf"ignore:unclosed <socket\.socket .*raddr=\('{re.escape(host)}', {port}\)>"
+                   ":ResourceWarning")
+    return out
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in kafka_socket_filters(config.getoption("--kafka-bootstrap")):
+        config.addinivalue_line("filterwarnings", line)
 
 
 def free_port() -> int:
