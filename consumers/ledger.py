@@ -45,7 +45,9 @@ class Ledger:
     stats: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
     #: root -> records routed to it
     records: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    _sales: dict[str, dict[str, _Booked]] = field(default_factory=lambda: defaultdict(dict))
+    #: root -> (ikm_id, sale_id) -> booked sale; a sale_id is unique per IKM (rekap.names)
+    _sales: dict[str, dict[tuple[str, str], _Booked]] = field(
+        default_factory=lambda: defaultdict(dict))
 
     def _add(self, key: str, name: str, n: int) -> None:
         h = self.hashes[key]
@@ -74,20 +76,20 @@ class Ledger:
         if sale is None:
             return f"rejected:{rejection}"
         sales = self._sales[root]
-        prior = sales.get(sale.sale_id)
+        prior = sales.get((sale.ikm_id, sale.sale_id))
         if prior is not None:
             p = prior.sale
-            same = (p.ikm_id, p.event_id, p.amount_idr, p.kind, p.refund_of or "") == (
-                sale.ikm_id, sale.event_id, sale.amount_idr, sale.kind, sale.refund_of or "")
+            same = (p.event_id, p.amount_idr, p.kind, p.refund_of or "") == (
+                sale.event_id, sale.amount_idr, sale.kind, sale.refund_of or "")
             return "duplicate:sale_id" if same else f"rejected:{Reason.SALE_ID_CONFLICT}"
         channel: str = sale.channel
         day = sale.day.isoformat()
         if sale.kind == "refund":
-            target = sales.get(sale.refund_of or "")
+            target = sales.get((sale.ikm_id, sale.refund_of or ""))
             if target is None:
                 return f"rejected:{Reason.UNKNOWN_REFUND_TARGET}"
             t = target.sale
-            if t.kind != "sale" or t.ikm_id != sale.ikm_id or t.event_id != sale.event_id:
+            if t.kind != "sale" or t.event_id != sale.event_id:
                 return f"rejected:{Reason.REFUND_MISMATCH}"
             if (target.refunded + sale.amount_idr > t.amount_idr
                     or target.refunded_qty + sale.quantity > t.quantity):
@@ -95,7 +97,7 @@ class Ledger:
             target.refunded += sale.amount_idr
             target.refunded_qty += sale.quantity
             channel, day = target.channel, target.day
-        sales[sale.sale_id] = _Booked(sale, channel, day)
+        sales[(sale.ikm_id, sale.sale_id)] = _Booked(sale, channel, day)
         a, q = sale.amount_idr, sale.quantity
         refund = sale.kind == "refund"
         for event in registry.chain(sale.event_id):

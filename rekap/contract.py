@@ -4,9 +4,10 @@ A record is JSON, key = ``ikm_id``. Fields (``rekap/data/sale-event.v1.schema.js
 documents them for other teams)::
 
     sale_id      str   idempotency key made where the sale is captured (ULID, or
-                       derived from a channel's own order id)
+                       derived from a channel's own order id); unique per IKM:
+                       (ikm_id, sale_id) identifies a sale
     kind         "sale" | "refund"
-    refund_of    str   the sale_id a refund takes back (refunds only)
+    refund_of    str   the sale_id a refund takes back, a sale of the same IKM (refunds only)
     ikm_id       str   registered IKM taking part in event_id
     event_id     str   registered event
     channel      "offline" | "marketplace" | "virtual_expo" | "website"

@@ -5,7 +5,8 @@ event tree a key belongs to)::
 
     P:{R}:fence:<topic>          hash   partition -> last applied offset
     P:{R}:stats                  hash   applied, duplicate:<cause>, rejected:<reason>
-    P:{R}:sales                  hash   sale_id -> packed sale record (dedup + refunds)
+    P:{R}:sales                  hash   "<ikm_id>|<sale_id>" -> packed sale record (dedup +
+                                        refunds); a sale_id is unique per IKM, see below
     P:{R}:rejects                hash   "<topic>/<partition>/<offset>" -> "<reason> <detail>" of
                                         records the ledger checks rejected (so a replay re-sends
                                         the same dead letter)
@@ -21,6 +22,14 @@ applies a batch for that tree touches a single slot and the layout works on
 Redis Cluster. A batch holding sales of several trees is applied as one script
 per tree; offsets are fenced per tree and partition, so each script is
 idempotent on its own.
+
+De-duplication is scoped to the Kafka key: ``sale_id`` identifies a sale within
+its IKM (``ikm_id`` is the record key), and a refund's ``refund_of`` names a sale
+of the same IKM. All records of one IKM share a partition, so every ledger
+decision (duplicate, conflict, refund target) depends only on that partition's
+order. Which worker applies which partition first, or how partitions interleave
+in a batch, cannot change a total, and ``rekap reconcile`` can fold the topic
+partition by partition and expect exactly what Redis holds.
 
 Amounts are integer rupiah in hash fields (HINCRBY); the leaderboard score is
 the same integer (doubles are exact up to 2**53 rupiah, about Rp9 kuadriliun).

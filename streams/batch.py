@@ -59,7 +59,8 @@ UNROUTED: Final = "_unrouted"
 RECORD_ARGS: Final = 15
 #: ARGV values before the first record, ``as_of`` included.
 HEADER_ARGS: Final = 6
-#: Fields of a packed record in the ``sales`` hash, joined by ``|`` (ids never hold ``|``).
+#: Fields of a packed record in the ``sales`` hash (field ``<ikm_id>|<sale_id>``), joined by ``|``
+#: (ids never hold ``|``).
 #: ``channel`` and ``day`` of a refund are those of the sale it refunds (where it was booked).
 SALE_RECORD_FIELDS: Final = ("ikm_id", "event_id", "channel", "day", "amount_idr", "quantity",
                              "refunded_idr", "refunded_quantity", "kind", "refund_of")

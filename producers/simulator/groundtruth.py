@@ -2,8 +2,8 @@
 
 Folds the stream the way the contract says, on its own: validate each record
 (:func:`rekap.contract.parse_sale`), keep the first record of each ``sale_id``
-(later ones are duplicates), reject a refund whose target was not seen or is
-of another IKM/event or takes back more than is left, then add sales and
+of an IKM (later ones are duplicates), reject a refund whose target is not a
+sale of the same IKM, is of another event or would take back more than is left, then add sales and
 subtract refunds into every event of the sale's chain (the exhibition rolls up
 into the programme). Integer arithmetic only.
 
@@ -51,8 +51,8 @@ def _add(t: dict[str, Any], s: Sale) -> None:
 
 def compute(records: Iterable[tuple[bytes, bytes]], registry: Registry) -> dict[str, Any]:
     """Ground truth of ``(key, value)`` records in stream order."""
-    seen: dict[str, Sale] = {}
-    refunded: Counter[str] = Counter()
+    seen: dict[tuple[str, str], Sale] = {}  # (ikm_id, sale_id): the idempotency key
+    refunded: Counter[tuple[str, str]] = Counter()
     rejected: Counter[str] = Counter()
     sent = duplicates = 0
     events: dict[str, dict[str, Any]] = {}
@@ -62,23 +62,24 @@ def compute(records: Iterable[tuple[bytes, bytes]], registry: Registry) -> dict[
         if isinstance(result, Rejection):
             rejected[result.reason.value] += 1
             continue
-        if result.sale_id in seen:
+        if (result.ikm_id, result.sale_id) in seen:
             duplicates += 1
             continue
         if result.kind == "refund":
-            target = seen.get(result.refund_of or "")
+            target_key = (result.ikm_id, result.refund_of or "")
+            target = seen.get(target_key)
             problem = None
-            if target is None or target.kind != "sale":
+            if target is None:
                 problem = Reason.UNKNOWN_REFUND_TARGET
-            elif (target.ikm_id, target.event_id) != (result.ikm_id, result.event_id):
+            elif target.kind != "sale" or target.event_id != result.event_id:
                 problem = Reason.REFUND_MISMATCH
-            elif refunded[target.sale_id] + result.amount_idr > target.amount_idr:
+            elif refunded[target_key] + result.amount_idr > target.amount_idr:
                 problem = Reason.REFUND_EXCEEDS_SALE
             if problem is not None:
                 rejected[problem.value] += 1
                 continue
-            refunded[target.sale_id] += result.amount_idr  # type: ignore[union-attr]
-        seen[result.sale_id] = result
+            refunded[target_key] += result.amount_idr
+        seen[(result.ikm_id, result.sale_id)] = result
         for event_id in registry.chain(result.event_id):
             ev = events.setdefault(event_id, {**_totals(), "ikm": {}})
             _add(ev, result)

@@ -4,11 +4,12 @@
 -- caller is streams/apply.py. For each record, in order:
 --   offset <= fence[partition]           -> duplicate:offset (a re-delivery)
 --   rejected before Redis (op 'x')       -> rejected:<reason>
---   sale_id already in the sales hash    -> duplicate:sale_id if ikm, event, amount,
---                                           kind and refund_of are equal, else
+--   (ikm, sale_id) already in the sales hash
+--                                        -> duplicate:sale_id if event, amount, kind
+--                                           and refund_of are equal, else
 --                                           rejected:sale_id_conflict
---   refund: target missing               -> rejected:unknown_refund_target
---           target not a sale of the same ikm and event -> rejected:refund_mismatch
+--   refund: (ikm, refund_of) missing     -> rejected:unknown_refund_target
+--           target not a sale of the same event -> rejected:refund_mismatch
 --           cumulative refunds above the sale's amount or quantity
 --                                        -> rejected:refund_exceeds_sale
 --   otherwise                            -> applied: totals of the event and every
@@ -18,7 +19,10 @@
 -- HINCRBY; every changed totals hash gets version + 1 and as_of once per call.
 -- The sales hash is read once (HMGET of every sale_id and refund_of the batch
 -- needs) and written once at the end, through a table that the records of the
--- batch read and update in order.
+-- batch read and update in order. Its fields are "<ikm>|<sale_id>": a sale_id is
+-- unique per IKM, the Kafka key, so every ledger decision depends only on the
+-- order within one partition, never on how partitions interleave (and
+-- `rekap reconcile`'s partition-by-partition fold reaches the same result).
 -- ARGV[7] is the records' fields as one JSON array of strings (cjson-decoded
 -- here: one ARGV value instead of 15 per record).
 -- Returns one JSON string: [[outcome, detail, ...], [totals of event 0..E-1 as
@@ -99,8 +103,10 @@ local function fence_of(p)
   return f
 end
 
--- The sales hash as this batch sees it: sale_id -> packed record, false if absent.
+-- The sales hash as this batch sees it: "<ikm>|<sale_id>" -> packed record, false if absent.
 local sales = {}
+
+local function sale_field(ikm, id) return ikm .. "|" .. id end
 local sales_dirty, sales_dirty_order = {}, {}
 
 local function sale_of(id)
@@ -125,10 +131,10 @@ do  -- read every sale_id and refund target the unfenced records name, at once
   for r = 0, n_records - 1 do
     local b = r * NF
     if A[b + 3] ~= "x" and tonumber(A[b + 2]) > fence_of(A[b + 1]) then
-      local id = A[b + 4]
+      local id = sale_field(A[b + 5], A[b + 4])
       if not seen[id] then seen[id] = true; want[#want + 1] = id end
       if A[b + 3] == "r" then
-        id = A[b + 11]
+        id = sale_field(A[b + 5], A[b + 11])
         if not seen[id] then seen[id] = true; want[#want + 1] = id end
       end
     end
@@ -199,26 +205,28 @@ local function apply_sale(b, op)
   local is_sale = op == "s"
   local kind = is_sale and "sale" or "refund"
 
-  local existing = sale_of(sale_id)
+  local field = sale_field(ikm, sale_id)
+  local existing = sale_of(field)
   if existing then
     local e = split(existing, "|")
-    if e[1] == ikm and e[2] == event and tonumber(e[5]) == amount and e[9] == kind
-        and e[10] == refund_of then
+    if e[2] == event and tonumber(e[5]) == amount and e[9] == kind and e[10] == refund_of then
       return "duplicate:sale_id", "sale_id " .. sale_id .. " was applied before"
     end
-    return "rejected:sale_id_conflict", "sale_id " .. sale_id .. " is already used by a " .. e[9]
-      .. " of " .. e[1] .. " in " .. e[2] .. " for " .. e[5] .. " IDR"
+    return "rejected:sale_id_conflict", "sale_id " .. sale_id .. " of " .. ikm
+      .. " is already used by a " .. e[9] .. " in " .. e[2] .. " for " .. e[5] .. " IDR"
   end
 
   if not is_sale then
-    local target = sale_of(refund_of)
+    local target_field = sale_field(ikm, refund_of)
+    local target = sale_of(target_field)
     if not target then
-      return "rejected:unknown_refund_target", "refund_of " .. refund_of .. " is not an applied sale"
+      return "rejected:unknown_refund_target", "refund_of " .. refund_of
+        .. " is not an applied sale of " .. ikm
     end
     local s = split(target, "|")
-    if s[9] ~= "sale" or s[1] ~= ikm or s[2] ~= event then
+    if s[9] ~= "sale" or s[2] ~= event then
       return "rejected:refund_mismatch", "refund_of " .. refund_of .. " is a " .. s[9] .. " of "
-        .. s[1] .. " in " .. s[2] .. ", not a sale of " .. ikm .. " in " .. event
+        .. ikm .. " in " .. s[2] .. ", not a sale in " .. event
     end
     local refunded = tonumber(s[7]) + amount
     local refunded_qty = tonumber(s[8]) + qty
@@ -229,11 +237,11 @@ local function apply_sale(b, op)
     end
     s[7] = fmt(refunded)
     s[8] = fmt(refunded_qty)
-    put_sale(refund_of, table.concat(s, "|"))
+    put_sale(target_field, table.concat(s, "|"))
     -- A refund is booked where its sale was: the sale's channel and local day.
     channel, day = s[3], s[4]
   end
-  put_sale(sale_id, table.concat(
+  put_sale(field, table.concat(
     {ikm, event, channel, day, fmt(amount), fmt(qty), "0", "0", kind, refund_of}, "|"))
 
   local evs, prs = ints(A[b + 12]), ints(A[b + 13])

@@ -9,11 +9,13 @@ apply or in the middle of a batch, before the commit) that replay everything
 after the last commit, re-split differently. Against the real Redis, with a
 fresh key prefix per example, it checks:
 
-1. every totals hash, day hash, board and the stats hash equal
-   :func:`consumers.ledger.fold` of the records in the order they were first
-   applied (per tree and partition: each tree's fence decides), and every
-   record's outcome equals the ledger's label the first time, then
-   ``duplicate:offset`` with the same dead-letter reason on every re-delivery;
+1. every totals hash, day hash, board and the stats hash equal the ledger fold
+   of the topic partition by partition (what ``rekap reconcile`` computes),
+   whatever the interleaving of partitions in the deliveries: de-duplication
+   is scoped to the record key, so no outcome depends on it even where a
+   ``sale_id`` is reused by another IKM. Every record's outcome equals the
+   ledger's label the first time, then ``duplicate:offset`` with the same
+   dead-letter reason on every re-delivery;
 2. per tree: records = applied + duplicate:sale_id + rejected, and
    deliveries = that + duplicate:offset; the fences end at the last offsets;
 3. no total, channel, day or board value is ever negative and
@@ -139,17 +141,18 @@ class Run:
 
     def verify(self, all_records: list[ConsumedRecord]) -> None:
         registry, keys = self.registry, self.keys
-        # The model: the ledger fold, in the order each tree first applied the records.
+        # The model: the ledger fold of the topic partition by partition, not in the order the
+        # deliveries interleaved the partitions.
         ledger = Ledger(keys)
         labels: dict[tuple[str, Coords], str] = {}
-        for root, r in self.first:
-            model_root, planned = classify(r, registry)
-            assert model_root == root
+        for r in sorted(all_records, key=lambda r: (r.partition, r.offset)):
+            root, planned = classify(r, registry)
             reason = planned.rejection.reason if planned.rejection is not None else None
             labels[(root, (r.partition, r.offset))] = ledger.apply(root, planned.sale, reason,
                                                                    registry)
         # Every record was applied exactly once (first) and fenced on every later delivery.
         assert len(labels) == len(all_records)
+        assert {(root, (r.partition, r.offset)) for root, r in self.first} == set(labels)
         for coords, label in labels.items():
             first, *again = self.outcomes[coords]
             assert first.label == label, (coords, first, label)

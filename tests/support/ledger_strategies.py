@@ -5,7 +5,8 @@ of ``(key, value)`` Kafka records over the shipped registry (both Lagawi Fest
 events, a handful of IKM, all four channels, booths for offline) mixing valid
 sales, refunds (partial, full, exceeding, of an unknown sale, of a refund, of
 another IKM's or event's sale), identical resends, reused ``sale_id`` with other
-content, and invalid records (several rejection reasons, routed to the tree or
+content (a conflict within the IKM, a distinct sale in another IKM: the key
+scopes it), and invalid records (several rejection reasons, routed to the tree or
 unroutable).
 
 :func:`place` puts the records on partitions the way Kafka does (by key, offsets

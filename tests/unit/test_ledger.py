@@ -53,3 +53,23 @@ def test_limits_skip_records_above_the_fence() -> None:
     ledger = fold(records(SALE, {**SALE, "sale_id": "s2"}), REG, K, limits={(R, 0): 0})
     assert ledger.hashes[K.event_totals(R, R)]["count"] == 1
     assert ledger.total_amount == 100_000
+
+
+def test_sale_id_is_scoped_to_the_ikm_so_partition_interleaving_cannot_change_an_outcome() -> None:
+    # Two IKM (two record keys, so two partitions) both use sale_id s1 and refund their own s1;
+    # IKM B also names s2, a sale only IKM A has: with a global sale_id that refund would be
+    # unknown or a mismatch depending on which partition was read first.
+    def on(partition: int, *values: dict) -> list[ConsumedRecord]:
+        return [ConsumedRecord("t", partition, i, v["ikm_id"].encode(), json.dumps(v).encode())
+                for i, v in enumerate(values)]
+
+    b_ikm = "askha-jaya"
+    a = on(0, SALE, refund("r1", 10_000), {**SALE, "sale_id": "s2"})
+    b = on(1, {**SALE, "ikm_id": b_ikm, "amount_idr": 70_000},
+           refund("r1", 5_000, ikm_id=b_ikm), refund("r2", 1, ikm_id=b_ikm, of="s2"))
+    a_first, b_first = fold([*a, *b], REG, K), fold([*b, *a], REG, K)
+    interleaved = fold([b[0], a[0], b[1], a[1], a[2], b[2]], REG, K)
+    for ledger in (a_first, b_first, interleaved):
+        assert ledger.stats[R] == {"applied": 5, "rejected:unknown_refund_target": 1}
+        assert ledger.boards[K.board(R, R)] == {"littlemonq": 190_000, b_ikm: 65_000}
+    assert a_first.hashes == b_first.hashes == interleaved.hashes
