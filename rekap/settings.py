@@ -76,6 +76,10 @@ class Settings:
     batch_max: int = 1000
     #: Seconds the worker waits to fill a batch before applying what it has.
     batch_window_s: float = 0.25
+    #: Seconds between the worker's settle passes of the totals topics: how long the compacted
+    #: tail of a key may lag behind Redis after its last change when several workers publish it
+    #: (streams.totals.Settler). 0 turns the pass off, which is safe only with a single worker.
+    totals_settle_s: float = 1.0
     #: Per-IKM metric series are exported only for the top K of each event.
     leaderboard_top_k: int = 10
     #: Largest request body ingest accepts, in bytes.
@@ -109,6 +113,8 @@ class Settings:
                 raise ConfigError(f"REKAP_{name.upper()} must be at least 1")
         if self.batch_window_s <= 0:
             raise ConfigError("REKAP_BATCH_WINDOW_S must be a positive number of seconds")
+        if self.totals_settle_s < 0:
+            raise ConfigError("REKAP_TOTALS_SETTLE_S must be 0 (off) or a positive number of seconds")
         if not self.redis_prefix or any(c in self.redis_prefix for c in "{} "):
             raise ConfigError("REKAP_REDIS_PREFIX must be non-empty, without braces or spaces")
         if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:

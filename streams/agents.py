@@ -10,7 +10,7 @@ record's partition and offset are at hand):
 5. count it in the metrics.
 
 Besides the batches, a settle pass (a Faust timer, every
-:data:`SETTLE_INTERVAL_S`, and once at shutdown) re-reads the totals hashes
+``REKAP_TOTALS_SETTLE_S``, and once at shutdown) re-reads the totals hashes
 this worker published and re-sends those another worker moved on since, so
 the compacted totals topics end on the newest version of every key
 (:class:`streams.totals.Settler` explains why that converges). It publishes
@@ -61,10 +61,6 @@ RETRY_FIRST_S = 0.2
 RETRY_MAX_S = 5.0
 #: Seconds to wait for the broker to acknowledge one batch of sends.
 SEND_TIMEOUT_S = 30.0
-#: Seconds between settle passes of the totals topics (see :class:`streams.totals.Settler`):
-#: how long the compacted tail of a key may lag behind Redis after its last change.
-#: A module constant for now; a candidate for ``REKAP_TOTALS_SETTLE_S`` in rekap.settings.
-SETTLE_INTERVAL_S = 1.0
 #: Longest the final settle pass may hold up a graceful shutdown.
 SHUTDOWN_SETTLE_TIMEOUT_S = 5.0
 
@@ -230,11 +226,12 @@ class Pipeline:
         except asyncio.CancelledError:
             raise
         except (RedisUnavailable, KafkaUnavailable) as exc:  # counted where they were raised
-            log.warning("totals settle pass failed, retrying in %.1fs: %s", SETTLE_INTERVAL_S, exc)
+            log.warning("totals settle pass failed, retrying in %.1fs: %s",
+                        self.settings.totals_settle_s, exc)
         except Exception:
             metrics.KAFKA_ERRORS.labels("totals_settle").inc()
             log.exception("totals settle pass failed unexpectedly, retrying in %.1fs",
-                          SETTLE_INTERVAL_S)
+                          self.settings.totals_settle_s)
         else:
             if sent:
                 log.debug("totals settle pass re-sent %d messages", sent)
@@ -321,8 +318,8 @@ def install(app: Any, settings: Settings) -> Any:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_window_s):
             await pipeline.process(events)
 
-    if SETTLE_INTERVAL_S > 0:
-        @app.timer(SETTLE_INTERVAL_S, name="rekap.settle_totals")
+    if settings.totals_settle_s > 0:
+        @app.timer(settings.totals_settle_s, name="rekap.settle_totals")
         async def settle_totals() -> None:
             await pipeline.settle_safely()
 
