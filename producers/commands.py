@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rekap.errors import ConfigError
 from rekap.settings import Settings
+
+if TYPE_CHECKING:
+    from producers.booth.outbox import Outbox
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="consecutive failed requests before giving up (default 10)")
     s.add_argument("--deadline", type=float, default=None, help="stop after this many seconds")
     s.set_defaults(handler=_booth_sync)
-    st = bsub.add_parser("status", parents=[common], help="pending/sent/rejected counts")
+    st = bsub.add_parser("status", parents=[common],
+                         help="pending/sent/rejected counts and net rupiah (refunds subtract)")
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
     st.set_defaults(handler=_booth_status)
 
@@ -73,8 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--refund-rate", type=float, default=0.03)
     sim.add_argument("--bad-rate", type=float, default=0.005, help="records the worker must reject")
     pace = sim.add_mutually_exclusive_group()
-    pace.add_argument("--rate", type=float, default=None, help="records per second")
-    pace.add_argument("--speedup", type=float, default=None,
+    pace.add_argument("--rate", type=_positive, default=None, help="records per second")
+    pace.add_argument("--speedup", type=_positive, default=None,
                       help="replay the programme's clock X times faster (86400: a day per second)")
     sim.add_argument("--via", choices=("kafka", "ingest"), default="kafka")
     sim.add_argument("--url", default=None, help="ingest base URL for --via ingest")
@@ -97,6 +102,21 @@ def _rupiah(text: str) -> int:
     return int(cleaned)
 
 
+def _positive(text: str) -> float:
+    """A pacing knob (``--rate``, ``--speedup``): a finite number above zero.
+
+    Zero or a negative number would silently mean "no pacing"; leave the flag out for that.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number (leave the flag out "
+                                         "to send as fast as possible)")
+    return value
+
+
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from producers.ingest.app import run
 
@@ -116,10 +136,11 @@ def _booth_id(args: argparse.Namespace) -> str:
     return booth_id
 
 
-def _outbox(args: argparse.Namespace, settings: Settings, booth_id: str) -> Any:
+def _outbox(args: argparse.Namespace, settings: Settings, booth_id: str, *, create: bool) -> Outbox:
+    """The booth's outbox; only ``record`` (``create=True``) may make a new one."""
     from producers.booth.outbox import Outbox
 
-    return Outbox(args.outbox or settings.runtime_dir / "booth" / f"{booth_id}.sqlite3")
+    return Outbox(args.outbox or settings.runtime_dir / "booth" / f"{booth_id}.sqlite3", create=create)
 
 
 def _booth_record(args: argparse.Namespace, settings: Settings) -> int:
@@ -146,7 +167,7 @@ def _booth_record(args: argparse.Namespace, settings: Settings) -> int:
         print(f"rekap booth record: penjualan ditolak ({checked.reason}): {checked.detail}",
               file=sys.stderr)
         return 1
-    with _outbox(args, settings, booth_id) as outbox:
+    with _outbox(args, settings, booth_id, create=True) as outbox:
         outbox.record(sale)
     print(f"tercatat {sale['sale_id']} {args.ikm} {format_idr(args.amount)} x{args.qty}")
     return 0
@@ -160,7 +181,7 @@ def _booth_sync(args: argparse.Namespace, settings: Settings) -> int:
     token = args.token or os.environ.get("REKAP_BOOTH_TOKEN")
     if not token:
         raise ConfigError("give --token or set REKAP_BOOTH_TOKEN")
-    with _outbox(args, settings, booth_id) as outbox:
+    with _outbox(args, settings, booth_id, create=False) as outbox:
         try:
             report = sync(outbox, url, token, batch=args.batch, max_attempts=args.max_attempts,
                           deadline_s=args.deadline)
@@ -175,10 +196,12 @@ def _booth_status(args: argparse.Namespace, settings: Settings) -> int:
     from rekap.money import format_idr
 
     booth_id = _booth_id(args)
-    with _outbox(args, settings, booth_id) as outbox:
-        counts, amounts, rejected = outbox.counts(), outbox.amounts(), outbox.rejected(10)
-    if args.json:
-        print(json.dumps({"booth_id": booth_id, "counts": counts, "amounts_idr": amounts}))
+    with _outbox(args, settings, booth_id, create=False) as outbox:
+        counts, refunds, amounts = outbox.counts(), outbox.refunds(), outbox.amounts()
+        rejected = outbox.rejected(10)
+    if args.json:  # amounts_idr: net rupiah, refunds subtracted; refunds: how many of counts
+        print(json.dumps({"booth_id": booth_id, "counts": counts, "refunds": refunds,
+                          "amounts_idr": amounts}))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -186,9 +209,10 @@ def _booth_status(args: argparse.Namespace, settings: Settings) -> int:
     table = Table(title=f"Outbox booth {booth_id}")
     table.add_column("Status")
     table.add_column("Jumlah", justify="right")
-    table.add_column("Nilai", justify="right")
+    table.add_column("Retur", justify="right")
+    table.add_column("Nilai bersih", justify="right")
     for state, label in (("pending", "tertunda"), ("sent", "terkirim"), ("rejected", "ditolak")):
-        table.add_row(label, str(counts[state]), format_idr(amounts[state]))
+        table.add_row(label, str(counts[state]), str(refunds[state]), format_idr(amounts[state]))
     console = Console()
     console.print(table)
     for sale_id, reason, detail in rejected:
@@ -199,15 +223,20 @@ def _booth_status(args: argparse.Namespace, settings: Settings) -> int:
 # -- import ---------------------------------------------------------------------------------
 
 def _import_virtual_expo(args: argparse.Namespace, settings: Settings) -> int:
+    """``--via ingest`` reports ingest's own per-row answers; ``--dry-run`` and ``--via kafka``
+    map and validate locally (nothing else would judge the rows)."""
     from producers.adapters.virtual_expo import map_csv
     from rekap.contract import Rejection, Sale, validate_sale
     from rekap.registry import load_registry
 
-    registry = load_registry(settings.registry_path)
     try:
-        text = args.file.read_text(encoding="utf-8")
+        body = args.file.read_bytes()
+        text = body.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {args.file}: {exc}") from exc
+    if args.via == "ingest" and not args.dry_run:
+        return _import_via_ingest(args, settings, body)
+    registry = load_registry(settings.registry_path)
     items = map_csv(text, registry)
     sales: list[Sale] = []
     bad = 0
@@ -225,7 +254,7 @@ def _import_virtual_expo(args: argparse.Namespace, settings: Settings) -> int:
     if args.dry_run:
         for s in sales:
             print(s.to_bytes().decode())
-    elif args.via == "kafka" and sales:
+    elif sales:
         from producers.kafka import Ack, SaleProducer
 
         with SaleProducer(settings, client_id=f"{settings.app_id}-import") as producer:
@@ -235,23 +264,74 @@ def _import_virtual_expo(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{len(failed)} penjualan tidak diterima Kafka; ulangi impor (aman: sale_id sama)",
                   file=sys.stderr)
             return 3
-    elif sales:
-        import httpx
-
-        url = args.url or f"http://{settings.host}:{settings.ingest_port}"
-        token = args.token or os.environ.get("REKAP_CHANNEL_TOKEN")
-        if not token:
-            raise ConfigError("give --token or set REKAP_CHANNEL_TOKEN for --via ingest")
-        resp = httpx.post(f"{url.rstrip('/')}/v1/channels/virtual-expo/import", content=text.encode(),
-                          headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"},
-                          timeout=60)
-        if resp.status_code == 503:
-            print("ingest: Kafka tidak tersedia; ulangi impor nanti (aman: sale_id sama)", file=sys.stderr)
-            return 3
-        if resp.status_code >= 400 and resp.status_code != 422:
-            raise ConfigError(f"ingest answered {resp.status_code}: {resp.text[:300]}")
     print(f"{args.file}: {len(sales)} diterima, {bad} ditolak, {ignored} diabaikan")
     return 0 if bad == 0 else 1
+
+
+#: Re-importing is always safe: the same file maps to the same sale_ids.
+_RETRY_LATER = "ulangi impor nanti (aman: sale_id sama)"
+#: Printed when ingest could not get rows acknowledged by Kafka (503).
+_RETRY_IMPORT = f"ingest: Kafka tidak tersedia; {_RETRY_LATER}"
+
+
+def _import_via_ingest(args: argparse.Namespace, settings: Settings, body: bytes) -> int:
+    """POST the file to ingest and report what ingest decided for each row.
+
+    Exit 0: every row accepted or ignored; 1: ingest rejected a row (one stderr line each,
+    fix and re-import); 3: a row was not acknowledged by Kafka (re-import later).
+    """
+    import httpx
+
+    limit = settings.max_body_bytes
+    if len(body) > limit:
+        raise ConfigError(f"{args.file} is {len(body)} bytes, more than ingest takes in one request "
+                          f"({limit}, REKAP_MAX_BODY_BYTES): import it with --via kafka, "
+                          "or split it into smaller files")
+    url = args.url or f"http://{settings.host}:{settings.ingest_port}"
+    token = args.token or os.environ.get("REKAP_CHANNEL_TOKEN")
+    if not token:
+        raise ConfigError("give --token or set REKAP_CHANNEL_TOKEN for --via ingest")
+    try:
+        resp = httpx.post(f"{url.rstrip('/')}/v1/channels/virtual-expo/import", content=body,
+                          headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"},
+                          timeout=60)
+    except httpx.TransportError as exc:
+        print(f"ingest {url} tidak terjangkau ({exc}); {_RETRY_LATER}", file=sys.stderr)
+        return 3
+    results = _row_results(resp)
+    if results is None:  # a whole-request answer: 401, 403, 413, a proxy's 503 ...
+        if resp.status_code == 503:
+            print(_RETRY_IMPORT, file=sys.stderr)
+            return 3
+        raise ConfigError(f"ingest answered {resp.status_code}: {resp.text[:300]}")
+    tally = {"accepted": 0, "rejected": 0, "ignored": 0, "unavailable": 0}
+    for row in results:
+        tally[row["status"]] += 1
+        if row["status"] == "rejected":
+            error = row.get("error") or {}
+            ref = row.get("ref") or row.get("sale_id") or f"item {row.get('index')}"
+            print(f"ditolak {ref}: {error.get('reason')} — {error.get('detail')}", file=sys.stderr)
+    summary = (f"{args.file}: {tally['accepted']} diterima, {tally['rejected']} ditolak, "
+               f"{tally['ignored']} diabaikan")
+    print(summary + (f", {tally['unavailable']} belum diterima Kafka" if tally["unavailable"] else ""))
+    if tally["unavailable"]:
+        print(_RETRY_IMPORT, file=sys.stderr)
+        return 3
+    return 1 if tally["rejected"] else 0
+
+
+def _row_results(resp: Any) -> list[dict[str, Any]] | None:
+    """Ingest's per-row ``results``, or None when the answer is not a per-row one."""
+    try:
+        doc = resp.json()
+    except ValueError:
+        return None
+    results = doc.get("results") if isinstance(doc, dict) else None
+    if not isinstance(results, list) or not all(
+            isinstance(r, dict) and r.get("status") in ("accepted", "rejected", "ignored", "unavailable")
+            for r in results):
+        return None
+    return results
 
 
 # -- simulate -------------------------------------------------------------------------------

@@ -53,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=settings.log_level.upper() if settings.log_level != "warn"
                             else "WARNING",
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # httpx logs every request at INFO; rekap's commands report their own outcomes.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         return int(args.handler(args, settings) or 0)
     except RekapError as exc:
         print(f"rekap {args.command}: {exc}", file=sys.stderr)

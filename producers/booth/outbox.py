@@ -53,11 +53,26 @@ def _now() -> str:
 class Outbox:
     """A SQLite outbox file; one per process, used by one thread at a time."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        """Open the outbox at ``path``.
+
+        ``create=True`` (``rekap booth record``) makes the file and its folder when missing.
+        ``create=False`` (``sync``, ``status``) opens only an outbox that already exists and
+        raises :class:`ConfigError` naming the path otherwise, so a mistyped booth id fails
+        instead of showing an empty outbox.
+        """
         self.path = path
+        if not create and not path.is_file():
+            raise ConfigError(f"no booth outbox at {path}: check --booth-id / --outbox "
+                              "(`rekap booth record` creates it with the first sale)")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                target, uri = str(path), False
+            else:  # mode=rw: SQLite itself refuses to create the file if it vanished meanwhile
+                target, uri = path.resolve().as_uri() + "?mode=rw", True
+            self._db = sqlite3.connect(target, timeout=30, isolation_level=None,
+                                       check_same_thread=False, uri=uri)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
@@ -124,10 +139,26 @@ class Outbox:
         return out
 
     def amounts(self) -> dict[str, int]:
+        """Net whole rupiah per state: a sale adds its ``amount_idr``, a refund subtracts it.
+
+        Booth staff reconcile the cash box against this, so a Rp125.000 sale and its full
+        refund net to Rp0 (and a refund whose sale is in another state can make one negative).
+        """
         out = {"pending": 0, "sent": 0, "rejected": 0}
         for state, total in self._db.execute(
-                "SELECT state, SUM(json_extract(payload, '$.amount_idr')) FROM outbox GROUP BY state"):
+                "SELECT state, SUM(CASE json_extract(payload, '$.kind') WHEN 'refund' "
+                "THEN -json_extract(payload, '$.amount_idr') "
+                "ELSE json_extract(payload, '$.amount_idr') END) FROM outbox GROUP BY state"):
             out[state] = int(total or 0)
+        return out
+
+    def refunds(self) -> dict[str, int]:
+        """How many of each state's records are refunds (already subtracted in :meth:`amounts`)."""
+        out = {"pending": 0, "sent": 0, "rejected": 0}
+        for state, n in self._db.execute(
+                "SELECT state, COUNT(*) FROM outbox WHERE json_extract(payload, '$.kind') = 'refund' "
+                "GROUP BY state"):
+            out[state] = n
         return out
 
     def rejected(self, limit: int = 20) -> list[tuple[str, str, str]]:

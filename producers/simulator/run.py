@@ -52,25 +52,36 @@ def write_truth(scenario: Scenario, path: Path) -> Path:
 
 
 def _paced(emissions: list[Emission], rate: float | None, speedup: float | None,
-           chunk: int) -> Iterator[list[Emission]]:
-    """Chunks of emissions, each yielded when its first record is due."""
+           chunk: int, *, clock: Callable[[], float] = time.monotonic,
+           sleep: Callable[[float], None] = time.sleep) -> Iterator[list[Emission]]:
+    """Chunks of at most ``chunk`` emissions, each yielded when its first record is due.
+
+    * Neither ``rate`` nor ``speedup`` (None or 0): everything at once, ``chunk`` at a time.
+    * ``rate`` (records per second): record ``i`` is due ``i / rate`` seconds after the start;
+      a chunk is ``rate / 20`` records (about 20 sends a second, at least 1, at most ``chunk``).
+    * ``speedup``: a record is due at its programme time since the first record over
+      ``speedup``; a chunk takes along every later record already due, up to ``chunk``.
+
+    Due times count from the start, so a slow consumer catches up instead of drifting.
+    ``clock`` and ``sleep`` are injectable so a test can check the schedule on a fake clock.
+    """
     if not rate and not speedup:
         for i in range(0, len(emissions), chunk):
             yield emissions[i:i + chunk]
         return
-    start = time.monotonic()
+    start = clock()
     first_at = emissions[0].at if emissions else 0.0
-    step = max(1, int((rate or 50) / 20)) if rate else 1
+    step = min(chunk, max(1, int(rate / 20))) if rate else 1  # 20 sends a second
     i = 0
     while i < len(emissions):
         due = i / rate if rate else (emissions[i].at - first_at) / speedup  # type: ignore[operator]
-        wait = start + due - time.monotonic()
+        wait = start + due - clock()
         if wait > 0:
-            time.sleep(min(wait, 1.0))
+            sleep(min(wait, 1.0))
             continue
         j = i + step
         if speedup:  # everything already due goes in this chunk
-            now_due = time.monotonic() - start
+            now_due = clock() - start
             while j < len(emissions) and j - i < chunk and \
                     (emissions[j].at - first_at) / speedup <= now_due:
                 j += 1
