@@ -3,7 +3,8 @@
 Folds the stream the way the contract says, on its own: validate each record
 (:func:`rekap.contract.parse_sale`), keep the first record of each ``sale_id``
 of an IKM (later ones are duplicates), reject a refund whose target is not a
-sale of the same IKM, is of another event or would take back more than is left, then add sales and
+sale of the same IKM, is of another event or would take back more rupiah or units
+than are left, then add sales and
 subtract refunds into every event of the sale's chain (the exhibition rolls up
 into the programme). Integer arithmetic only.
 
@@ -53,6 +54,7 @@ def compute(records: Iterable[tuple[bytes, bytes]], registry: Registry) -> dict[
     """Ground truth of ``(key, value)`` records in stream order."""
     seen: dict[tuple[str, str], Sale] = {}  # (ikm_id, sale_id): the idempotency key
     refunded: Counter[tuple[str, str]] = Counter()
+    refunded_units: Counter[tuple[str, str]] = Counter()
     rejected: Counter[str] = Counter()
     sent = duplicates = 0
     events: dict[str, dict[str, Any]] = {}
@@ -73,12 +75,14 @@ def compute(records: Iterable[tuple[bytes, bytes]], registry: Registry) -> dict[
                 problem = Reason.UNKNOWN_REFUND_TARGET
             elif target.kind != "sale" or target.event_id != result.event_id:
                 problem = Reason.REFUND_MISMATCH
-            elif refunded[target_key] + result.amount_idr > target.amount_idr:
+            elif (refunded[target_key] + result.amount_idr > target.amount_idr
+                  or refunded_units[target_key] + result.quantity > target.quantity):
                 problem = Reason.REFUND_EXCEEDS_SALE
             if problem is not None:
                 rejected[problem.value] += 1
                 continue
             refunded[target_key] += result.amount_idr
+            refunded_units[target_key] += result.quantity
         seen[(result.ikm_id, result.sale_id)] = result
         for event_id in registry.chain(result.event_id):
             ev = events.setdefault(event_id, {**_totals(), "ikm": {}})
