@@ -38,11 +38,11 @@ changes afterwards (the end of a programme). The highest-version subscriber
 
 The worker keeps the keys it still owes a read (*dirty*, set before the first
 send attempt, so a failed or partial send is covered too) and a settle pass
-(a timer, every ``REKAP_TOTALS_SETTLE_S``, plus once at
-shutdown) reads them all in one Redis pipeline. Batch publishes and settle
-passes of one worker are serialised by one lock, so "the last message this
-worker appended for a key" is well defined and every read of a settle pass
-comes after the acks of everything the worker sent before it.
+(a timer, every ``REKAP_TOTALS_SETTLE_S``, plus once at shutdown) reads them
+all in one Redis pipeline. Batch publishes and settle passes of one worker are
+serialised by one lock, so "the last message this worker appended for a key"
+is well defined and every read of a settle pass comes after the acks of
+everything the worker sent before it.
 
 Why it converges (any number of workers). Take a key, let ``V`` be its final
 version in Redis, written at time ``t_V``, and let ``L`` be the last message

@@ -35,9 +35,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def kafka_socket_filters(bootstrap: str) -> list[str]:
     """``filterwarnings`` entries that ignore an unclosed socket whose peer is this broker.
 
-    kafka-python 3.0 (up to 3.0.12, the newest) can leave one socket to the broker open
-    after a client's ``close()``: its connection manager abandons a connection attempt
-    still in flight, and the socket surfaces only when the garbage collector reaches it,
+    kafka-python 3.0 (up to 3.0.12, the newest) can leave a socket to the broker open
+    after a client's ``close()`` (its source shows a connect coroutine that never closes
+    the socket it made if it is abandoned mid-way; a reproduction did not come up in
+    hundreds of tries). The socket surfaces only when the garbage collector reaches it,
     as a ``ResourceWarning`` that the "error" filter turns into a failure of whichever
     test happens to be running (seen once in CI, at session end, after every test had
     passed). Every rekap client is closed in a ``finally`` block. So exactly that warning

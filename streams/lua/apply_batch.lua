@@ -103,10 +103,10 @@ local function fence_of(p)
   return f
 end
 
+local function sale_field(ikm, id) return ikm .. "|" .. id end
+
 -- The sales hash as this batch sees it: "<ikm>|<sale_id>" -> packed record, false if absent.
 local sales = {}
-
-local function sale_field(ikm, id) return ikm .. "|" .. id end
 local sales_dirty, sales_dirty_order = {}, {}
 
 local function sale_of(id)
