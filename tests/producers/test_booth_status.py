@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,17 +21,11 @@ from rekap.errors import ConfigError
 from rekap.settings import Settings
 from tests.conftest import free_port
 from tests.producers.conftest import Ingest
-from tests.support.env import settings_env
+from tests.support.env import run_cli, settings_env
 from tests.support.kafka import read_all
 
 #: Inside the Kota Kasablanka exhibition (1–6 June 2022, WIB), the event of booths kokas-*.
 AT = "2022-06-02T{:02d}:15:00+07:00"
-
-
-def rekap(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a child process (same interpreter and venv)."""
-    return subprocess.run([sys.executable, "-m", "rekap.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
 
 
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -46,7 +38,7 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 def record(env: dict[str, str], *args: str) -> str:
     """``rekap booth record ...``; returns the sale_id it minted."""
-    proc = rekap(env, "booth", "record", *args)
+    proc = run_cli(env, "booth", "record", *args)
     assert proc.returncode == 0, proc.stderr
     words = proc.stdout.split()
     assert words[0] == "tercatat" and len(words[1]) == 26, proc.stdout
@@ -54,7 +46,7 @@ def record(env: dict[str, str], *args: str) -> str:
 
 
 def status_json(env: dict[str, str], *args: str) -> dict[str, Any]:
-    proc = rekap(env, "booth", "status", "--json", *args)
+    proc = run_cli(env, "booth", "status", "--json", *args)
     assert proc.returncode == 0, proc.stderr
     doc: dict[str, Any] = json.loads(proc.stdout)
     return doc
@@ -63,7 +55,7 @@ def status_json(env: dict[str, str], *args: str) -> dict[str, Any]:
 def status_table(env: dict[str, str], *args: str
                  ) -> tuple[dict[str, tuple[str, str, str]], list[str]]:
     """The table's rows as ``{label: (jumlah, retur, nilai bersih)}``, and the lines after it."""
-    proc = rekap(env, "booth", "status", *args)
+    proc = run_cli(env, "booth", "status", *args)
     assert proc.returncode == 0, proc.stderr
     assert "\x1b[" not in proc.stdout
     rows: dict[str, tuple[str, str, str]] = {}
@@ -179,12 +171,12 @@ def test_status_and_sync_never_create_an_outbox(tmp_path: Path, command: str) ->
     assert sorted(p.name for p in booth_dir.iterdir()) == ["kokas-01.sqlite3"]
 
     typo = booth_dir / "typo-99.sqlite3"
-    proc = rekap(env, "booth", command, "--booth-id", "typo-99")
+    proc = run_cli(env, "booth", command, "--booth-id", "typo-99")
     assert proc.returncode == 2, proc.stdout
     assert f"no booth outbox at {typo}" in proc.stderr
     assert proc.stdout == ""
     missing = tmp_path / "elsewhere" / "tablet.sqlite3"
-    proc = rekap(env, "booth", command, "--booth-id", "kokas-01", "--outbox", str(missing))
+    proc = run_cli(env, "booth", command, "--booth-id", "kokas-01", "--outbox", str(missing))
     assert proc.returncode == 2, proc.stdout
     assert f"no booth outbox at {missing}" in proc.stderr
     assert not missing.parent.exists()
@@ -209,7 +201,7 @@ def test_outbox_opens_without_creating_only_when_asked(tmp_path: Path) -> None:
 
 
 def test_status_without_a_booth_id_is_a_config_error(tmp_path: Path) -> None:
-    proc = rekap(cli_env(Settings.from_env(runtime_dir=tmp_path / "runtime")), "booth", "status")
+    proc = run_cli(cli_env(Settings.from_env(runtime_dir=tmp_path / "runtime")), "booth", "status")
     assert proc.returncode == 2
     assert "give --booth-id or set REKAP_BOOTH_ID" in proc.stderr
 
@@ -228,14 +220,14 @@ async def test_status_after_real_syncs_matches_what_ingest_did(ingest: Ingest, t
     common = ("--booth-id", "kokas-01", "--outbox", str(outbox))
 
     # Venue Wi-Fi down: nothing answers, sync gives up, everything stays pending.
-    down = await asyncio.to_thread(rekap, env, "booth", "sync", *common,
+    down = await asyncio.to_thread(run_cli, env, "booth", "sync", *common,
                                    "--url", f"http://127.0.0.1:{free_port()}", "--max-attempts", "1")
     assert down.returncode == 3, down.stderr
     assert "terkirim 0, ditolak 0, tertunda 4" in down.stdout
     assert (await asyncio.to_thread(status_json, env, *common))["counts"] == \
         {"pending": 4, "sent": 0, "rejected": 0}
 
-    up = await asyncio.to_thread(rekap, env, "booth", "sync", *common, "--url", ingest.url, "--batch", "2")
+    up = await asyncio.to_thread(run_cli, env, "booth", "sync", *common, "--url", ingest.url, "--batch", "2")
     assert up.returncode == 0, up.stderr
     assert "terkirim 3, ditolak 1, tertunda 0" in up.stdout
     later = await asyncio.to_thread(record, env, *common, "--ikm", "lampung-ethnica", "--amount", "20000",

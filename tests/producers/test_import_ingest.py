@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import json
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 from producers.ingest.app import STATE
 from rekap.settings import Settings
 from tests.producers.conftest import Ingest, start_ingest, with_tokens
-from tests.support.env import settings_env
+from tests.support.env import run_cli, settings_env
 from tests.support.kafka import read_all
 
 pytestmark = pytest.mark.integration
@@ -63,9 +62,7 @@ async def rekap_import(ingest: Ingest, *args: str, channel: str | None = "virtua
     the token of ``channel`` (None: no token in the environment); ``env_extra`` overrides."""
     extra = {"REKAP_CHANNEL_TOKEN": ingest.tokens["channels"][channel]} if channel else {}
     env = settings_env(ingest.settings, **extra, **(env_extra or {}))
-    return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "rekap.cli", "import", "virtual-expo", *args],
-        env=env, capture_output=True, text=True, timeout=60, check=False)
+    return await asyncio.to_thread(run_cli, env, "import", "virtual-expo", *args)
 
 
 def ledger(ingest: Ingest) -> list[tuple[int, int, bytes | None, bytes]]:

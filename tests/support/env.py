@@ -1,8 +1,10 @@
-"""Turn a test's Settings into the REKAP_* environment of a child process."""
+"""Turn a test's Settings into the REKAP_* environment of a child process, and run the CLI."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import fields
 
 from rekap.settings import Settings
@@ -16,3 +18,9 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
             env[f"REKAP_{f.name.upper()}"] = str(value)
     env.update(extra)
     return env
+
+
+def run_cli(env: dict[str, str], *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """``rekap ARGS...`` in a child process (this interpreter and venv); output captured as text."""
+    return subprocess.run([sys.executable, "-m", "rekap.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout_s, check=False)
