@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, Final, Literal
 
@@ -45,6 +45,13 @@ MAX_ID_LENGTH: Final = 128
 ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
 RFC3339: Final = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+#: Largest record value the parser reads: Kafka's default largest message. A sale is ~250 bytes.
+MAX_RECORD_BYTES: Final = 1_048_576
+#: Longest quote of the input inside a rejection's detail.
+QUOTE_CHARS: Final = 80
+#: A ``\uD800``-``\uDFFF`` escape: the only way JSON text can carry a lone surrogate.
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
 
 Kind = Literal["sale", "refund"]
 
@@ -73,6 +80,13 @@ class Reason(StrEnum):
     BOOTH_NOT_ALLOWED = "booth_not_allowed"
     REFUND_WITHOUT_TARGET = "refund_without_target"
     KEY_MISMATCH = "key_mismatch"
+    # Hostile or broken bytes (no input may make the parser raise):
+    RECORD_TOO_LARGE = "record_too_large"
+    NESTING_TOO_DEEP = "nesting_too_deep"
+    NUMBER_TOO_LONG = "number_too_long"
+    INVALID_TEXT = "invalid_text"
+    # rekap itself failed on this record (a bug): the record is set aside, the others go on.
+    INTERNAL_ERROR = "internal_error"
     # Found against the ledger, inside the Redis apply:
     UNKNOWN_REFUND_TARGET = "unknown_refund_target"
     REFUND_MISMATCH = "refund_mismatch"
@@ -135,21 +149,81 @@ def encode(record: dict[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def parse_sale(raw: bytes | str, registry: Registry, key: bytes | str | None = None,
-               *, check_key: bool = True) -> Sale | Rejection:
-    """Decode and validate one record. ``key`` is the Kafka key, which must equal ``ikm_id``."""
+def _clip(value: Any) -> str:
+    """``repr`` of a piece of input, cut short: a rejection's detail stays small."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "…"
+
+
+def _not_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def decode_object(raw: bytes | str | None) -> dict[str, Any] | Rejection:
+    """Record bytes to a JSON object, or the reason why not. Never raises, whatever the bytes."""
+    if raw is None:
+        return Rejection(Reason.NOT_AN_OBJECT, "record has no value (a tombstone)")
+    if len(raw) > MAX_RECORD_BYTES:
+        return Rejection(Reason.RECORD_TOO_LARGE,
+                         f"record of {len(raw)} bytes; a sale is at most {MAX_RECORD_BYTES}")
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return Rejection(Reason.MALFORMED_JSON, f"not valid UTF-8 JSON: {exc}")
+        data = json.loads(raw, parse_constant=_not_json_constant)
+    except UnicodeDecodeError as exc:
+        return Rejection(Reason.MALFORMED_JSON, f"not valid UTF-8 at byte {exc.start}")
+    except RecursionError:
+        return Rejection(Reason.NESTING_TOO_DEEP, "JSON nested too deep to be a sale")
+    except json.JSONDecodeError as exc:
+        return Rejection(Reason.MALFORMED_JSON, f"not valid JSON: {exc.msg} at {exc.pos}")
+    except ValueError as exc:  # > 4300 digits, or NaN/Infinity
+        reason = Reason.NUMBER_TOO_LONG if "digits" in str(exc) else Reason.MALFORMED_JSON
+        return Rejection(reason, f"not valid JSON: {str(exc)[:200]}")
     if not isinstance(data, dict):
         return Rejection(Reason.NOT_AN_OBJECT, f"a sale is a JSON object, got {type(data).__name__}")
+    raw_bytes = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    if _SURROGATE_ESCAPE.search(raw_bytes) and _has_lone_surrogate(data):
+        return Rejection(Reason.INVALID_TEXT,
+                         "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), not text")
+    return data
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def parse_sale(raw: bytes | str | None, registry: Registry, key: bytes | str | None = None,
+               *, check_key: bool = True) -> Sale | Rejection:
+    """Decode and validate one record. ``key`` is the Kafka key, which must equal ``ikm_id``.
+
+    Never raises: every way the bytes can be wrong is a :class:`Rejection`.
+    """
+    data = decode_object(raw)
+    if isinstance(data, Rejection):
+        return data
+    return sale_from_object(data, registry, key, check_key=check_key)
+
+
+def sale_from_object(data: dict[str, Any], registry: Registry, key: bytes | str | None = None,
+                     *, check_key: bool = True) -> Sale | Rejection:
+    """Validate a decoded record (:func:`decode_object`), its Kafka key included."""
     result = validate_sale(data, registry)
     if isinstance(result, Sale) and check_key:
         key_text = key.decode(errors="replace") if isinstance(key, bytes) else key
         if key_text != result.ikm_id:
             return Rejection(Reason.KEY_MISMATCH,
-                             f"record key {key_text!r} must equal ikm_id {result.ikm_id!r}")
+                             f"record key {_clip(key_text)} must equal ikm_id {result.ikm_id!r}")
     return result
 
 
@@ -197,17 +271,17 @@ def _validate(data: dict[str, Any], registry: Registry) -> Sale:
     version = data.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION or isinstance(version, bool):
         raise _Reject(Reason.UNSUPPORTED_VERSION,
-                      f"schema_version {version!r} is not supported (this worker reads 1)")
+                      f"schema_version {_clip(version)} is not supported (this worker reads 1)")
     sale_id = _ident(data, "sale_id")
     kind = _field(data, "kind", str)
     if kind not in ("sale", "refund"):
-        raise _Reject(Reason.UNKNOWN_KIND, f"kind must be 'sale' or 'refund', got {kind!r}")
+        raise _Reject(Reason.UNKNOWN_KIND, f"kind must be 'sale' or 'refund', got {_clip(kind)}")
     ikm_id = _ident(data, "ikm_id")
     event_id = _ident(data, "event_id")
     channel = _field(data, "channel", str)
     if channel not in CHANNELS:
         raise _Reject(Reason.UNKNOWN_CHANNEL,
-                      f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}")
+                      f"channel must be one of {', '.join(CHANNELS)}, got {_clip(channel)}")
     amount = _field(data, "amount_idr", int)
     quantity = _field(data, "quantity", int)
     occurred_text = _field(data, "occurred_at", str)
@@ -216,11 +290,11 @@ def _validate(data: dict[str, Any], registry: Registry) -> Sale:
     refund_of = _ident(data, "refund_of", required=False)
 
     if amount <= 0:
-        raise _Reject(Reason.NON_POSITIVE_AMOUNT, f"amount_idr must be > 0, got {amount}")
+        raise _Reject(Reason.NON_POSITIVE_AMOUNT, f"amount_idr must be > 0, got {_clip(amount)}")
     min_quantity = 0 if kind == "refund" else 1
     if not min_quantity <= quantity <= MAX_QUANTITY:
         raise _Reject(Reason.BAD_QUANTITY,
-                      f"quantity must be {min_quantity}..{MAX_QUANTITY}, got {quantity}")
+                      f"quantity must be {min_quantity}..{MAX_QUANTITY}, got {_clip(quantity)}")
     if kind == "refund" and refund_of is None:
         raise _Reject(Reason.REFUND_WITHOUT_TARGET, "a refund must name refund_of")
     if kind == "sale" and refund_of is not None:
@@ -231,15 +305,19 @@ def _validate(data: dict[str, Any], registry: Registry) -> Sale:
 
     event = registry.events.get(event_id)  # type: ignore[arg-type]
     if event is None:
-        raise _Reject(Reason.UNKNOWN_EVENT, f"event {event_id!r} is not in the registry")
+        raise _Reject(Reason.UNKNOWN_EVENT, f"event {_clip(event_id)} is not in the registry")
     if ikm_id not in registry.ikm:
         raise _Reject(Reason.UNKNOWN_IKM, f"IKM {ikm_id!r} is not in the registry")
     if ikm_id not in event.ikm:
         raise _Reject(Reason.IKM_NOT_IN_EVENT, f"IKM {ikm_id!r} does not take part in {event_id!r}")
     if amount > event.max_sale_idr:
         raise _Reject(Reason.AMOUNT_TOO_LARGE,
-                      f"amount_idr {amount} is above the cap {event.max_sale_idr} of {event_id!r}")
-    day = local_day(occurred_at, event.timezone)
+                      f"amount_idr {_clip(amount)} is above the cap {event.max_sale_idr} of {event_id!r}")
+    try:
+        day = local_day(occurred_at, event.timezone)
+    except (OverflowError, ValueError) as exc:
+        raise _Reject(Reason.BAD_TIMESTAMP, f"occurred_at has no local day in {event.timezone}: "
+                                            f"{exc}") from exc
     if not event.starts_on <= day <= event.ends_on:
         raise _Reject(Reason.OUTSIDE_EVENT_WINDOW,
                       f"local day {day} ({event.timezone}) is outside {event_id!r} "
@@ -264,8 +342,11 @@ def _timestamp(text: str) -> datetime:
     if not RFC3339.match(text):
         raise _Reject(Reason.BAD_TIMESTAMP,
                       f"occurred_at must be RFC 3339 with an offset, e.g. "
-                      f"2022-06-01T10:15:00+07:00; got {text!r}")
+                      f"2022-06-01T10:15:00+07:00; got {_clip(text)}")
     try:
-        return datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError as exc:
-        raise _Reject(Reason.BAD_TIMESTAMP, f"occurred_at {text!r} is not a real time: {exc}") from exc
+        at = datetime.fromisoformat(text.replace("z", "Z"))
+        at.astimezone(UTC).timestamp()  # the worker converts it; a year-0/9999 edge overflows
+    except (ValueError, OverflowError) as exc:
+        raise _Reject(Reason.BAD_TIMESTAMP,
+                      f"occurred_at {_clip(text)} is not a real time: {exc}") from exc
+    return at

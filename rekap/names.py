@@ -16,6 +16,9 @@ event tree a key belongs to)::
     P:{R}:ev:<E>:ticker          list   latest applied sales of E, newest first (JSON)
     P:{R}:ev:<E>:ikm:<I>         hash   totals of IKM I in E     (TOTAL_FIELDS, channel, last sale)
     P:{R}:ev:<E>:ikm:<I>:days    hash   day buckets of I in E
+    P:recovering                 hash   partition -> JSON {from, to, since} while the worker
+                                        replays that partition because Redis lost writes
+                                        (streams.progress); empty or absent when caught up
 
 Every key of one event tree shares the hash tag ``{R}``, so the one script that
 applies a batch for that tree touches a single slot and the layout works on
@@ -103,6 +106,9 @@ class Keys:
 
     def ikm_days(self, root: str, event: str, ikm: str) -> str:
         return f"{self.tag(root)}:ev:{event}:ikm:{ikm}:days"
+
+    def recovering(self) -> str:
+        return f"{self.prefix}:recovering"
 
     def pattern(self) -> str:
         """Glob for every key under the prefix (rebuild wipes these)."""

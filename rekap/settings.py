@@ -11,6 +11,7 @@ The README's configuration table lists each variable; keep the two in step.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,6 +22,17 @@ from rekap.errors import ConfigError
 
 PACKAGE_DATA = Path(__file__).parent / "data"
 DEFAULT_REGISTRY = PACKAGE_DATA / "lagawi-fest-2022.toml"
+
+#: What Kafka accepts as a ``group.instance.id`` (the same rule as a topic name).
+_GROUP_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
+#: Kafka's default group.min.session.timeout.ms. Below it the broker refuses the join
+#: (InvalidSessionTimeout) and the worker idles with no partitions, logging one error.
+MIN_SESSION_TIMEOUT_S = 6.0
+#: Faust refuses a session timeout above its broker request timeout (90 s, kept).
+MAX_SESSION_TIMEOUT_S = 90.0
+#: Upper bound of the derived heartbeat interval: a surviving worker learns of a
+#: rebalance (another worker left or joined) only from its next heartbeat's reply.
+MAX_HEARTBEAT_INTERVAL_S = 3.0
 
 
 def _mask_url(url: str) -> str:
@@ -59,6 +71,19 @@ class Settings:
 
     #: Faust application id, which is also the Kafka consumer group.
     app_id: str = "rekap"
+    #: Kafka consumer-group session timeout: a worker that sends no heartbeat for this long
+    #: (SIGKILL, power cut, frozen VM) is dropped and its partitions reassigned. A worker
+    #: restarted after a kill waits out its dead predecessor's session before it gets
+    #: partitions, so this bounds the venue screen's freeze (measured: 7.8-8.0 s from the
+    #: restart to the first sale counted, on 2 busy cores; Faust's default 60 s gave 59.8 s).
+    #: 8 s, not the broker's 6 s floor: a heartbeat is every 2.7 s, so an event loop
+    #: stalled for 5 s still keeps its partitions.
+    session_timeout_s: float = 8.0
+    #: Static group membership (Kafka ``group.instance.id``), empty = off. Must be unique per
+    #: worker. A worker restarted with the same id takes its partitions back at once, with no
+    #: rebalance; but a clean shutdown then does not leave the group either, so its
+    #: partitions wait for the session timeout unless the same id comes back.
+    group_instance_id: str = ""
     #: Registry of events, IKM and booths (TOML).
     registry_path: Path = DEFAULT_REGISTRY
     #: Optional TOML file with booth token hashes, kept out of the registry.
@@ -76,6 +101,9 @@ class Settings:
     batch_max: int = 1000
     #: Seconds the worker waits to fill a batch before applying what it has.
     batch_window_s: float = 0.25
+    #: Seconds between the worker's checks that Redis still holds the offset fences it saw: how
+    #: soon a Redis that lost writes is noticed while no sale arrives (streams.progress).
+    progress_check_s: float = 1.0
     #: Seconds between the worker's settle passes of the totals topics: how long the compacted
     #: tail of a key may lag behind Redis after its last change when several workers publish it
     #: (streams.totals.Settler). 0 turns the pass off, which is safe only with a single worker.
@@ -113,12 +141,33 @@ class Settings:
                 raise ConfigError(f"REKAP_{name.upper()} must be at least 1")
         if self.batch_window_s <= 0:
             raise ConfigError("REKAP_BATCH_WINDOW_S must be a positive number of seconds")
+        if self.progress_check_s <= 0:
+            raise ConfigError("REKAP_PROGRESS_CHECK_S must be a positive number of seconds")
         if self.totals_settle_s < 0:
             raise ConfigError("REKAP_TOTALS_SETTLE_S must be 0 (off) or a positive number of seconds")
+        if not MIN_SESSION_TIMEOUT_S <= self.session_timeout_s <= MAX_SESSION_TIMEOUT_S:
+            raise ConfigError(
+                f"REKAP_SESSION_TIMEOUT_S must be between {MIN_SESSION_TIMEOUT_S:g} (Kafka's default "
+                f"group.min.session.timeout.ms) and {MAX_SESSION_TIMEOUT_S:g} seconds (Faust's "
+                "request timeout)")
+        if self.group_instance_id and (
+                not _GROUP_INSTANCE_ID.fullmatch(self.group_instance_id)
+                or self.group_instance_id in {".", ".."}):
+            raise ConfigError("REKAP_GROUP_INSTANCE_ID must be empty (off) or up to 249 of "
+                              "A-Z a-z 0-9 . _ - (and not '.' or '..'), unique per worker")
         if not self.redis_prefix or any(c in self.redis_prefix for c in "{} "):
             raise ConfigError("REKAP_REDIS_PREFIX must be non-empty, without braces or spaces")
         if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:
             raise ConfigError("REKAP_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """Consumer heartbeat interval: a third of the session timeout, at most 3 s.
+
+        Three heartbeats per session means one late or lost heartbeat never costs a
+        worker its partitions.
+        """
+        return min(MAX_HEARTBEAT_INTERVAL_S, self.session_timeout_s / 3)
 
     @property
     def redis_url_masked(self) -> str:

@@ -3,53 +3,69 @@
 Per batch (``stream.take_events(REKAP_BATCH_MAX, REKAP_BATCH_WINDOW_S)``, so each
 record's partition and offset are at hand):
 
-1. plan it (pure: :func:`streams.batch.plan_batch`);
-2. apply it, one Lua call per event tree (:class:`streams.apply.Applier`);
-3. send every rejection to the dead-letter topic and wait for the broker's acks;
-4. publish the touched totals (absolute, versioned) and wait for the acks;
-5. count it in the metrics.
+1. plan it (pure: :func:`streams.batch.plan_batch`); a record that makes the
+   planner itself fail is rejected as ``internal_error``, alone;
+2. catch up: make sure Redis holds every earlier record of the batch's
+   partitions, replaying from the ledger what it lost (:mod:`streams.progress`);
+3. apply it, one Lua call per event tree (:class:`streams.apply.Applier`), each
+   refusing to write if Redis lost writes since the worker last looked;
+4. send every rejection to the dead-letter topic and wait for the broker's acks;
+5. publish the touched totals (absolute, versioned) and wait for the acks;
+6. count it in the metrics.
 
-Besides the batches, a settle pass (a Faust timer, every
+Besides the batches, two timers: a progress check (every
+``REKAP_PROGRESS_CHECK_S``) notices a Redis that lost writes while no sale
+arrives and heals it the same way; a settle pass (every
 ``REKAP_TOTALS_SETTLE_S``, and once at shutdown) re-reads the totals hashes
 this worker published and re-sends those another worker moved on since, so
 the compacted totals topics end on the newest version of every key
-(:class:`streams.totals.Settler` explains why that converges). It publishes
-state already in Redis and touches no offsets; a failure is logged, counted
-(``operation="totals_settle"``) and retried at the next tick.
+(:class:`streams.totals.Settler` explains why that converges). The settle pass
+publishes state already in Redis and touches no offsets; a failure is logged,
+counted (``operation="totals_settle"``) and retried at the next tick.
 
-Faust acks the batch only when the loop body returns, and commits offsets
-after that. So a crash anywhere in 1-4 replays the batch, which the offset
-fences turn into ``duplicate:offset`` while the dead letters and totals are
-sent again (the same keys; compaction and the versions make that harmless).
+Where a partition resumes is decided by the offset fences in Redis, not by
+Kafka's committed offsets (a hint for lag monitoring only). A crash anywhere in
+2-5 replays the batch, which the fences turn into ``duplicate:offset`` while
+the dead letters and totals are sent again (the same keys; compaction and the
+versions make that harmless).
 
-The agent never stops on bad input: parsing never raises and bad records are
-results. On a Redis or Kafka outage the SAME batch is retried with backoff
-(never acked and dropped), counting each failure. If the worker is stopped
-while a batch is still unapplied, the batch's messages are withheld from
-Faust's ack bookkeeping so the offsets are not committed past them.
+The agent never stops on input: parsing never raises, bad records are results,
+and a record that makes rekap itself fail costs only itself. On a Redis or
+Kafka outage the SAME batch is retried with backoff (never acked and dropped),
+counting each failure. If the worker is stopped while a batch is still
+unapplied, the batch's messages are withheld from Faust's ack bookkeeping so
+the committed offsets, the lag hint, do not run past them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from rekap.errors import KafkaUnavailable, RedisUnavailable
+from rekap.errors import KafkaUnavailable, RedisLostWrites, RedisUnavailable
 from rekap.names import Keys
 from rekap.redisconn import unavailable
-from rekap.registry import RegistrySource
+from rekap.registry import Registry, RegistrySource
 from rekap.settings import Settings
 from streams import metrics
-from streams.apply import Applier, BatchResult, Outcome
+from streams.apply import Applier, BatchResult, TotalsSnapshot
 from streams.batch import BatchPlan, ConsumedRecord, plan_batch
+from streams.deadletter import dead_letter_value
+from streams.progress import (
+    LedgerReader,
+    Progress,
+    clear_recovering,
+    known_roots,
+    mark_recovering,
+    read_fences,
+)
 from streams.totals import Settler, TotalsMessage, TotalsRef, VersionGate, coalesce
 
 log = logging.getLogger(__name__)
@@ -65,33 +81,6 @@ SEND_TIMEOUT_S = 30.0
 SHUTDOWN_SETTLE_TIMEOUT_S = 5.0
 
 
-def dead_letter_value(outcome: Outcome, rejected_at: str) -> dict[str, Any]:
-    """The dead-letter message of a rejected record: original bytes, reason and coordinates."""
-    record = outcome.record
-    assert outcome.dead_letter is not None
-    reason, detail = outcome.dead_letter
-    raw = record.value or b""
-    try:
-        text: str | None = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    key = record.key
-    return {
-        "schema": "rekap.dead-letter.v1",
-        "original": base64.b64encode(raw).decode("ascii"),
-        "original_text": text,
-        "reason": str(reason),
-        "detail": detail,
-        "source": {
-            "topic": record.topic, "partition": record.partition, "offset": record.offset,
-            "key": key.decode("utf-8", errors="replace") if key is not None else None,
-            "key_base64": base64.b64encode(key).decode("ascii") if key is not None else None,
-            "timestamp": record.timestamp_ms,
-        },
-        "rejected_at": rejected_at,
-    }
-
-
 def to_record(message: Any) -> ConsumedRecord:
     """A Faust message as a :class:`ConsumedRecord` (raw key and value bytes)."""
     return ConsumedRecord(topic=message.topic, partition=message.partition, offset=message.offset,
@@ -100,7 +89,7 @@ def to_record(message: Any) -> ConsumedRecord:
 
 
 class Pipeline:
-    """What the agent does with one batch. Owns the Redis applier and the version gate."""
+    """What the agent does with one batch. Owns the Redis applier, the progress and the gate."""
 
     def __init__(self, app: Any, settings: Settings) -> None:
         self.app = app
@@ -109,9 +98,14 @@ class Pipeline:
         self.registry = RegistrySource(settings.registry_path, settings.booth_tokens_path)
         self.gate = VersionGate()
         self.settler = Settler(self.gate, settings)
+        self.progress = Progress()
+        self.reader = LedgerReader(settings, settings.batch_max)
         #: One worker's totals sends, batch or settle, one at a time (the Settler's premise).
         self._publish_lock = asyncio.Lock()
+        #: Batches, replays and progress checks, one at a time: each reads and moves the fences.
+        self._progress_lock = asyncio.Lock()
         self._force_shared = False
+        self._restore_versions = False
         self._applier: Applier | None = None
 
     @property
@@ -125,23 +119,31 @@ class Pipeline:
     async def process(self, events: Sequence[Any]) -> None:
         records = [to_record(e.message) for e in events]
         metrics.RECORDS_CONSUMED.inc(len(records))
-        plan = plan_batch(records, self.registry.current(), self.keys)
+        registry = self.registry.current()
+        plan = plan_batch(records, registry, self.keys, fence_roots=known_roots(registry))
+        firsts: dict[int, int] = {}
+        for r in records:
+            if r.offset < firsts.get(r.partition, r.offset + 1):
+                firsts[r.partition] = r.offset
         delay = RETRY_FIRST_S
         try:
             while True:
                 try:
-                    result = await self.run(plan)
+                    result = await self.run(plan, firsts, registry)
                     break
+                except RedisLostWrites as exc:
+                    self.lost(exc)
+                    continue  # no backoff: read the fences again and replay the gap now
                 except RedisUnavailable as exc:
                     metrics.REDIS_ERRORS.labels("apply").inc()
                     log.warning("batch of %d not applied, retrying in %.1fs: %s",
                                 len(records), delay, exc)
                 except KafkaUnavailable as exc:
-                    log.warning("batch of %d applied but not published, retrying in %.1fs: %s",
+                    log.warning("batch of %d not (fully) published, retrying in %.1fs: %s",
                                 len(records), delay, exc)
                 except Exception:
-                    # A bug, not an outage: still never drop the batch.
-                    metrics.REDIS_ERRORS.labels("unexpected").inc()
+                    # A bug, not an outage, and not one record's fault: never drop the batch.
+                    metrics.INTERNAL_ERRORS.labels("batch").inc()
                     log.exception("batch of %d failed unexpectedly, retrying in %.1fs",
                                   len(records), delay)
                 await asyncio.sleep(delay)
@@ -149,16 +151,134 @@ class Pipeline:
         except asyncio.CancelledError:
             withhold_acks(events)
             raise
-        self.observe(result, records)
+        try:
+            self.observe(result, records)
+        except Exception:  # metrics must never cost the batch (it is applied already)
+            metrics.INTERNAL_ERRORS.labels("observe").inc()
+            log.exception("counting a batch in the metrics failed")
 
-    async def run(self, plan: BatchPlan) -> BatchResult:
-        started = time.perf_counter()
-        result = await self.applier.apply(plan)
-        metrics.APPLY_BATCH_SECONDS.observe(time.perf_counter() - started)
+    async def run(self, plan: BatchPlan, firsts: Mapping[int, int],
+                  registry: Registry) -> BatchResult:
+        async with self._progress_lock:
+            await self.catch_up(firsts, registry)
+            started = time.perf_counter()
+            result = await self.applier.apply(plan, expected=self.progress.expected)
+            metrics.APPLY_BATCH_SECONDS.observe(time.perf_counter() - started)
+            self.progress.applied(result.fences(), plan.partitions)
         await self.send_dead_letters(result)
-        await self.publish_totals(result)
+        await self.publish_totals(result.totals)
         return result
 
+    # -- progress (streams.progress) -----------------------------------------
+    def lost(self, exc: RedisLostWrites) -> None:
+        """Redis lost writes: forget what is known of those partitions; the next step replays."""
+        metrics.REDIS_LOSSES.inc()
+        log.error("%s; re-applying the ledger from the fences", exc)
+        self.progress.forget({partition for _, partition in exc.fences})
+        self._restore_versions = True
+
+    async def catch_up(self, stops: Mapping[int, int], registry: Registry) -> None:
+        """Make Redis hold every record of each partition below ``stops[partition]``.
+
+        Reads the fences of partitions not known yet (after an assignment or a
+        loss) and replays, from the ledger, whatever lies between their floor
+        and the stop. Call with the progress lock held.
+        """
+        unknown = [p for p in stops if p not in self.progress.floor]
+        if unknown:
+            roots = known_roots(registry)
+            for partition, fences in (await read_fences(self.applier.client, self.settings,
+                                                         roots, unknown)).items():
+                self.progress.learn(partition, fences)
+        if self._restore_versions:
+            await self.restore_versions()
+        for partition, stop in sorted(stops.items()):
+            floor = self.progress.floor[partition]
+            if floor < stop:
+                await self.replay(partition, floor, stop, registry)
+
+    async def replay(self, partition: int, start: int, stop: int, registry: Registry) -> None:
+        """Apply ``[start, stop)`` of ``partition`` from the ledger; totals published at the end."""
+        log.warning("partition %d: Redis holds the ledger only below offset %d; replaying "
+                    "%d..%d from %s", partition, start, start, stop - 1, self.settings.topic_sales)
+        client = self.applier.client
+        await mark_recovering(client, self.settings, partition, start, stop)
+        metrics.RECOVERING_PARTITIONS.inc()
+        snapshots: dict[str, TotalsSnapshot] = {}
+        replayed = 0
+        try:
+            async for chunk in self.reader.read(partition, start, stop):
+                plan = plan_batch(chunk, registry, self.keys, fence_roots=known_roots(registry))
+                result = await self.applier.apply(plan, expected=self.progress.expected)
+                self.progress.applied(result.fences(), plan.partitions)
+                await self.send_dead_letters(result)
+                for snap in result.totals:  # the newest state of each hash, published once
+                    snapshots[f"{snap.scope}/{snap.event_id}/{snap.ikm_id}"] = snap
+                replayed += len(chunk)
+                metrics.RECORDS_REPLAYED.inc(len(chunk))
+        finally:
+            metrics.RECOVERING_PARTITIONS.dec()
+        if self.progress.floor.get(partition, stop) < stop:
+            self.progress.floor[partition] = stop  # nothing left below stop (offset gaps)
+        await self.publish_totals(list(snapshots.values()))
+        await clear_recovering(client, self.settings, partition)
+        log.warning("partition %d: replayed %d records; Redis holds the ledger again up to %d",
+                    partition, replayed, stop - 1)
+
+    async def restore_versions(self) -> None:
+        """After Redis lost writes: no totals hash may restart below a version already published.
+
+        Subscribers keep the highest version of a key (contract), so a hash
+        that lost its version would be ignored downstream until it climbed back.
+        """
+        floors = self.gate.floors()
+        if floors:
+            try:
+                await self.applier.raise_versions(
+                    [(ref.redis_key(self.keys), version) for ref, version in floors])
+            except RedisError as exc:
+                raise unavailable(self.settings, exc, "restoring totals versions") from exc
+        self._restore_versions = False
+
+    async def check_progress(self) -> None:
+        """Between batches: notice a Redis that lost writes, and heal it (see streams.progress)."""
+        if self._progress_lock.locked():
+            return  # a batch is running: its script checks the fences itself
+        async with self._progress_lock:
+            owned = self.progress.owned()
+            if not owned:
+                return
+            registry = self.registry.current()
+            current = await read_fences(self.applier.client, self.settings,
+                                        known_roots(registry), owned)
+            lost = {(root, p): f for p, fences in current.items() for root, f in fences.items()
+                    if f < self.progress.expected.get((root, p), -1)}
+            if not lost:
+                return
+            stops = {p: self.progress.floor[p] for _, p in lost}
+            self.lost(RedisLostWrites(lost))
+            await self.catch_up(stops, registry)
+
+    async def check_progress_safely(self) -> None:
+        """A progress check that never raises (timer); failures retry at the next tick."""
+        try:
+            await self.check_progress()
+        except asyncio.CancelledError:
+            raise
+        except RedisLostWrites as exc:  # lost again while replaying: the next tick goes on
+            self.lost(exc)
+        except (RedisUnavailable, KafkaUnavailable) as exc:
+            log.warning("progress check failed, retrying in %.1fs: %s",
+                        self.settings.progress_check_s, exc)
+        except Exception:
+            metrics.INTERNAL_ERRORS.labels("progress_check").inc()
+            log.exception("progress check failed unexpectedly")
+
+    def partitions_changed(self, tps: Iterable[Any]) -> None:
+        """Assigned or revoked: what was known of these sales partitions is read again."""
+        self.progress.forget(tp.partition for tp in tps if tp.topic == self.settings.topic_sales)
+
+    # -- dead letters and totals -----------------------------------------------
     async def send_dead_letters(self, result: BatchResult) -> None:
         dead = result.dead_letters()
         if not dead:
@@ -170,9 +290,9 @@ class Pipeline:
         await self._send_all(sends, "dead_letter")
         metrics.DEAD_LETTERS_PUBLISHED.inc(len(sends))
 
-    async def publish_totals(self, result: BatchResult) -> None:
+    async def publish_totals(self, snapshots: Sequence[TotalsSnapshot]) -> None:
         async with self._publish_lock:
-            messages = self.gate.fresh(coalesce(result.totals, self.settings))
+            messages = self.gate.fresh(coalesce(snapshots, self.settings))
             if not messages:
                 return
             self.settler.watch(messages)
@@ -311,22 +431,25 @@ def install(app: Any, settings: Settings) -> Any:
     """Declare the sales topic and the apply agent on ``app``; return the agent."""
     sales = app.topic(settings.topic_sales, key_serializer="raw", value_serializer="raw")
     pipeline = Pipeline(app, settings)
-    app.rekap_pipeline = pipeline
 
     @app.agent(sales, name="rekap.apply_sales", concurrency=1)
     async def apply_sales(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_window_s):
             await pipeline.process(events)
 
-    if settings.totals_settle_s > 0:
-        @app.timer(settings.totals_settle_s, name="rekap.settle_totals")
-        async def settle_totals() -> None:
-            await pipeline.settle_safely()
+    @app.timer(settings.progress_check_s, name="rekap.check_progress")
+    async def check_progress() -> None:
+        await pipeline.check_progress_safely()
 
-        async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
-            pipeline.force_shared()
+    async def on_revoked(sender: Any, revoked: Any, *args: Any, **kwargs: Any) -> None:
+        pipeline.partitions_changed(revoked)
 
-        async def on_shutdown(sender: Any, *args: Any, **kwargs: Any) -> None:
+    async def on_assigned(sender: Any, assigned: Any, *args: Any, **kwargs: Any) -> None:
+        pipeline.partitions_changed(assigned)
+        pipeline.force_shared()
+
+    async def on_shutdown(sender: Any, *args: Any, **kwargs: Any) -> None:
+        if settings.totals_settle_s > 0:
             # Streams are drained, the producer still runs: discharge what is owed, briefly.
             try:
                 await asyncio.wait_for(pipeline.settle_safely(), SHUTDOWN_SETTLE_TIMEOUT_S)
@@ -334,8 +457,14 @@ def install(app: Any, settings: Settings) -> Any:
                 metrics.KAFKA_ERRORS.labels("totals_settle").inc()
                 log.warning("final totals settle pass did not finish within %.0fs",
                             SHUTDOWN_SETTLE_TIMEOUT_S)
+        await pipeline.reader.close()
 
-        app.on_partitions_assigned.connect(on_assigned)
-        app.on_before_shutdown.connect(on_shutdown)
+    if settings.totals_settle_s > 0:
+        @app.timer(settings.totals_settle_s, name="rekap.settle_totals")
+        async def settle_totals() -> None:
+            await pipeline.settle_safely()
 
+    app.on_partitions_revoked.connect(on_revoked)
+    app.on_partitions_assigned.connect(on_assigned)
+    app.on_before_shutdown.connect(on_shutdown)
     return apply_sales

@@ -16,6 +16,13 @@ from rekap.settings import Settings
 #: Faust's own offset-commit interval (its default, stated). A crash replays at
 #: most this much, which the offset fences absorb.
 COMMIT_INTERVAL_S = 2.8
+#: How long the group coordinator waits for every live worker to rejoin once a
+#: rebalance starts (Faust's default, stated). A live worker rejoins only after its
+#: in-flight batch is done, and a batch is retried through a Redis or Kafka outage;
+#: this is how long such a worker may hold the others up before the broker drops
+#: it. It does not delay a restart after SIGKILL: the dead member never rejoins and
+#: is dropped when its session times out (REKAP_SESSION_TIMEOUT_S).
+REBALANCE_TIMEOUT_S = 60.0
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -37,6 +44,13 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         topic_disable_leader=True,
         topic_replication_factor=settings.replication_factor,
         broker_commit_interval=COMMIT_INTERVAL_S,
+        # Faust's 60 s session would leave a worker restarted after SIGKILL idle for a
+        # minute, waiting for the broker to give up on the dead one (Settings explains).
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_rebalance_timeout=REBALANCE_TIMEOUT_S,
+        # None, not "": aiokafka sends LeaveGroup on a clean shutdown only without one.
+        consumer_group_instance_id=settings.group_instance_id or None,
         # Large enough to fill a batch in one fetch.
         broker_max_poll_records=max(500, settings.batch_max),
         stream_buffer_maxsize=max(4096, 2 * settings.batch_max),

@@ -22,25 +22,42 @@ The result carries the absolute contents of every event and IKM totals hash the
 group touched, changed or fenced alike, so a batch replayed after a crash
 between Redis and the Kafka publish re-publishes the same versions.
 
-Redis errors become :class:`rekap.errors.RedisUnavailable` here.
+Redis outages become :class:`rekap.errors.RedisUnavailable` here, and a fence
+that fell back (Redis lost writes) :class:`rekap.errors.RedisLostWrites`. Any
+other failure of a call is the batch's own: the applier finds the record that
+causes it and rejects just that one (``internal_error``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.resources import files
-from typing import Literal
+from typing import Final, Literal
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import DataError, RedisError, ResponseError
 
 from rekap.contract import Reason, Sale
+from rekap.errors import RedisLostWrites, RedisUnavailable
 from rekap.names import Keys
 from rekap.redisconn import unavailable
 from rekap.settings import Settings
-from streams.batch import HEADER_ARGS, BatchPlan, ConsumedRecord, RootGroup
+from streams.batch import (
+    HEADER_ARGS,
+    BatchPlan,
+    ConsumedRecord,
+    PlannedRecord,
+    RootGroup,
+    build_group,
+    internal_error,
+)
+
+log = logging.getLogger(__name__)
 
 SCRIPT_NAME = "apply_batch.lua"
 
@@ -93,6 +110,8 @@ class GroupResult:
     root: str
     outcomes: list[Outcome]
     totals: list[TotalsSnapshot]
+    #: partition -> the tree's fence after the call.
+    fences: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,6 +132,10 @@ class BatchResult:
             out[o.label] = out.get(o.label, 0) + 1
         return out
 
+    def fences(self) -> dict[tuple[str, int], int]:
+        """(root, partition) -> fence after the batch."""
+        return {(g.root, p): f for g in self.groups for p, f in g.fences.items()}
+
     def dead_letters(self) -> list[Outcome]:
         """Records to (re-)send to the dead-letter topic, in consumption order."""
         return [o for o in self.outcomes if o.dead_letter is not None]
@@ -120,6 +143,35 @@ class BatchResult:
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+#: Lifts a totals hash's version to ARGV[1] if it is lower (after Redis lost writes).
+RAISE_VERSION: Final = """
+local v = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if v < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'version', ARGV[1]) end
+return v
+"""
+
+#: Redis error replies that mean "not now" (memory, persistence, failover, loading, cluster
+#: moving, auth): the same call may succeed later, so the batch is retried, never split.
+OUTAGE_REPLIES: Final = ("OOM", "MISCONF", "BUSY", "LOADING", "MASTERDOWN", "NOREPLICAS",
+                         "CLUSTERDOWN", "TRYAGAIN", "READONLY", "NOAUTH", "WRONGPASS", "NOPERM")
+
+
+def is_outage(exc: RedisError) -> bool:
+    """Whether a Redis error is an outage (retry the batch) rather than this call's own fault.
+
+    Connection problems and the replies in :data:`OUTAGE_REPLIES` are outages.
+    Any other error reply (a script runtime error, WRONGTYPE) fails the same way
+    on every retry: the applier then looks for the record that causes it.
+    """
+    if isinstance(exc, ResponseError):
+        return str(exc).startswith(OUTAGE_REPLIES)
+    return not isinstance(exc, DataError)
+
+
+#: (root, partition) -> offset fence.
+Fences = Mapping[tuple[str, int], int]
 
 
 class Applier:
@@ -130,25 +182,102 @@ class Applier:
         self.settings = settings
         self.keys = Keys(settings.redis_prefix)
         self._script = client.register_script(script_source())
+        self._raise_version = client.register_script(RAISE_VERSION)
 
-    async def apply(self, plan: BatchPlan, as_of: str | None = None) -> BatchResult:
-        """Apply every group of ``plan``; raise :class:`RedisUnavailable` if any call fails.
+    async def apply(self, plan: BatchPlan, as_of: str | None = None,
+                    expected: Fences | None = None) -> BatchResult:
+        """Apply every group of ``plan``.
 
-        Retrying the same plan after a failure is safe: groups already applied
-        come back as ``duplicate:offset``.
+        ``expected``: the fences the caller saw Redis hold; a lower fence raises
+        :class:`RedisLostWrites` before that group writes anything. Raises
+        :class:`RedisUnavailable` on an outage. Retrying the same plan after a
+        failure is safe: groups already applied come back as ``duplicate:offset``.
+
+        A group whose call fails for another reason (a bug, not an outage) is
+        split until the record that causes it is found; that record is rejected
+        with ``internal_error`` and the exception text, the others are applied.
         """
         as_of = as_of or now_iso()
+        expected = expected or {}
         result = BatchResult()
         for group in plan.groups:
-            result.groups.append(await self.apply_group(group, as_of))
+            fences = fence_args(group.root, plan.partitions, expected)
+            try:
+                result.groups.append(await self.call(group, as_of, fences))
+            except (RedisUnavailable, RedisLostWrites):
+                raise
+            except Exception as exc:
+                result.groups += await self.isolate(plan, group, as_of, fences, exc)
         return result
 
-    async def apply_group(self, group: RootGroup, as_of: str) -> GroupResult:
+    async def raise_versions(self, floors: Sequence[tuple[str, int]]) -> None:
+        """Lift each totals hash's ``version`` to at least the given one (never lowers it)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, version in floors:
+                await self._raise_version(keys=[key], args=[version], client=pipe)
+            await pipe.execute()
+
+    async def call(self, group: RootGroup, as_of: str, fences: str) -> GroupResult:
+        """One script call. Outages become :class:`RedisUnavailable`; anything else propagates."""
         try:
-            raw = await self._script(keys=group.keys, args=wire_args(group, as_of))
+            raw = await self._script(keys=group.keys, args=wire_args(group, as_of, fences))
         except RedisError as exc:
-            raise unavailable(self.settings, exc, f"applying a batch of tree {group.root}") from exc
+            if is_outage(exc):
+                raise unavailable(self.settings, exc,
+                                  f"applying a batch of tree {group.root}") from exc
+            raise
         return decode_result(group, raw)
+
+    async def isolate(self, plan: BatchPlan, group: RootGroup, as_of: str, fences: str,
+                      exc: Exception) -> list[GroupResult]:
+        """Apply ``group`` around the record(s) that make its call fail (see :meth:`apply`)."""
+        if plan.registry is None:
+            raise exc
+        regroup = functools.partial(build_group, group.root, registry=plan.registry,
+                                    keys=self.keys, ticker_length=plan.ticker_length,
+                                    topic=group.argv[0])
+        try:  # the same call without records: if that fails too, no record is to blame
+            await self.call(regroup([]), as_of, "[]")
+        except (RedisUnavailable, RedisLostWrites):
+            raise
+        except Exception as again:
+            raise RedisUnavailable(
+                f"the apply script fails for tree {group.root} even without records: "
+                f"{again!r}; retrying (is the script or a key of this tree damaged?)") from again
+        log.error("applying %d records of tree %s failed (%s: %s); isolating the record that "
+                  "causes it", len(group.records), group.root, type(exc).__name__, exc)
+        results: list[GroupResult] = []
+        # Halves are applied in order and never advance a fence past their own records;
+        # the closing fence-only call below moves every fence to the batch's end.
+        pending: list[list[PlannedRecord]] = [group.records]
+        while pending:
+            records = pending.pop(0)
+            sub = regroup(records)
+            try:
+                results.append(await self.call(sub, as_of, "[]"))
+                continue
+            except (RedisUnavailable, RedisLostWrites):
+                raise
+            except Exception as failure:
+                if len(records) > 1:
+                    half = len(records) // 2
+                    pending[:0] = [records[:half], records[half:]]
+                    continue
+                (bad,) = records
+                log.error("record %s rejected as internal_error: %s: %s",
+                          bad.record.coordinates, type(failure).__name__, failure)
+                rejected = PlannedRecord(bad.record, rejection=internal_error(failure))
+                results.append(await self.call(regroup([rejected]), as_of, "[]"))
+        results.append(await self.call(regroup([]), as_of, fences))
+        return results
+
+
+def fence_args(root: str, partitions: Mapping[int, int], expected: Fences) -> str:
+    """ARGV[8]: partition, expected fence, batch end — for every partition of the batch."""
+    flat: list[str] = []
+    for partition, end in partitions.items():
+        flat += [str(partition), str(expected.get((root, partition), -1)), str(end)]
+    return _encode_fields(flat)
 
 
 #: ARGV values of a group that stay separate; the rest (the records' fields) travel as one JSON
@@ -157,19 +286,25 @@ _HEAD = HEADER_ARGS - 1
 _encode_fields = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def wire_args(group: RootGroup, as_of: str) -> list[str]:
-    """The script's ARGV: ``as_of``, the group's header, then its records' fields as one JSON array.
+def wire_args(group: RootGroup, as_of: str, fences: str = "[]") -> list[str]:
+    """The script's ARGV: ``as_of``, the group's header, its records' fields as one JSON array,
+    then ``fences`` (:func:`fence_args`).
 
     One value instead of :data:`~streams.batch.RECORD_ARGS` per record: redis-py
     packs each ARGV value in Python, the JSON array is encoded in C.
     """
     argv = group.argv
-    return [as_of, *argv[:_HEAD], _encode_fields(argv[_HEAD:])]
+    return [as_of, *argv[:_HEAD], _encode_fields(argv[_HEAD:]), fences]
 
 
 def decode_result(group: RootGroup, raw: bytes | str) -> GroupResult:
     """Read the script's reply: one JSON document (see the script's header)."""
-    flat, ev_totals, pair_totals = json.loads(raw)
+    doc = json.loads(raw)
+    if isinstance(doc, dict):
+        lost = doc["lost"]
+        raise RedisLostWrites({(group.root, int(p)): int(f)
+                               for p, f in zip(lost[::2], lost[1::2], strict=True)})
+    flat, ev_totals, pair_totals, fences = doc
     # cjson encodes an empty Lua table as an object.
     flat = flat or []
     ev_totals = ev_totals or [{}] * len(group.events)
@@ -197,7 +332,9 @@ def decode_result(group: RootGroup, raw: bytes | str) -> GroupResult:
     for (event_id, ikm_id), values in zip(group.pairs, pair_totals, strict=True):
         if values:
             totals.append(TotalsSnapshot("ikm", group.root, event_id, ikm_id, _pairs(values)))
-    return GroupResult(group.root, outcomes, totals)
+    fence_map = {int(p): int(f) for p, f in zip((fences or [])[::2], (fences or [])[1::2],
+                                                strict=True)}
+    return GroupResult(group.root, outcomes, totals, fence_map)
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

@@ -13,12 +13,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    """Create the topics if missing, then run until SIGTERM/SIGINT."""
+    """Check Redis keeps every key, create the topics if missing, then run until SIGTERM/SIGINT."""
     from faust.worker import Worker
 
+    from rekap.redisconn import check_eviction_policy, connect_sync
     from rekap.topics import ensure_topics
     from streams.app import create_app
 
+    # Before Faust starts: once it runs, a problem surfaces as a retried batch in a
+    # log, and an evicting Redis would not surface at all until totals were wrong.
+    client = connect_sync(settings)
+    try:
+        check_eviction_policy(client, settings)
+    finally:
+        client.close()
     ensure_topics(settings)
     app = create_app(settings)
     settings.runtime_dir.mkdir(parents=True, exist_ok=True)

@@ -50,3 +50,17 @@ CONSUMER_LAG = Gauge(
     ["partition"])
 KAFKA_ERRORS = Counter("rekap_kafka_errors_total", "Kafka operations that failed.", ["operation"])
 REDIS_ERRORS = Counter("rekap_redis_errors_total", "Redis operations that failed.", ["operation"])
+#: Progress lives with the data (streams.progress).
+REDIS_LOSSES = Counter(
+    "rekap_redis_lost_writes_total",
+    "Times the worker found an offset fence in Redis below one it had seen (Redis lost writes).")
+RECORDS_REPLAYED = Counter(
+    "rekap_records_replayed_total",
+    "Records read again from the sales topic to restore what Redis lost.")
+RECOVERING_PARTITIONS = Gauge(
+    "rekap_recovering_partitions",
+    "Sales partitions this worker is replaying into Redis right now (0 when caught up).")
+INTERNAL_ERRORS = Counter(
+    "rekap_internal_errors_total",
+    "Unexpected failures of the worker itself (a bug, not an outage), by operation; the work "
+    "is retried, never dropped.", ["operation"])

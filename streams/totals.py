@@ -179,6 +179,7 @@ class VersionGate:
 
     def __init__(self) -> None:
         self._published: dict[tuple[str, str], int] = {}
+        self._refs: dict[tuple[str, str], TotalsRef] = {}
 
     def fresh(self, messages: Iterable[TotalsMessage]) -> list[TotalsMessage]:
         return [m for m in messages if m.version > self._published.get((m.topic, m.key), 0)]
@@ -188,6 +189,12 @@ class VersionGate:
             slot = (m.topic, m.key)
             if m.version > self._published.get(slot, 0):
                 self._published[slot] = m.version
+                if m.ref is not None:
+                    self._refs[slot] = m.ref
+
+    def floors(self) -> list[tuple[TotalsRef, int]]:
+        """Each hash this process published and the highest version it sent from it."""
+        return [(ref, self._published[slot]) for slot, ref in self._refs.items()]
 
     def last(self, topic: str, key: str) -> int:
         return self._published.get((topic, key), 0)

@@ -25,8 +25,20 @@
 -- `rekap reconcile`'s partition-by-partition fold reaches the same result).
 -- ARGV[7] is the records' fields as one JSON array of strings (cjson-decoded
 -- here: one ARGV value instead of 15 per record).
+-- ARGV[8] is a JSON array of strings, three per partition of the batch:
+-- partition, expected fence, batch end. Progress lives with the data: before
+-- anything is written, each partition's fence must be at least the fence the
+-- worker last saw (expected; -1 when it knows nothing). A lower fence means
+-- Redis lost writes (a restart without persistence, a failover to a lagging
+-- replica): the script then writes nothing and returns {"lost": [partition,
+-- fence, ...]}, and the worker re-applies the ledger from the fences. Otherwise
+-- every listed partition's fence ends at the batch end (or higher), also when
+-- this tree has no record of it in the batch: the batch holds every record of
+-- the partition up to there, so none of this tree's is missing below it.
+-- Every check happens before the first write, so a failing call changes nothing.
 -- Returns one JSON string: [[outcome, detail, ...], [totals of event 0..E-1 as
--- HGETALL arrays], [totals of pair 0..P-1]] (an empty array may come back as {}).
+-- HGETALL arrays], [totals of pair 0..P-1], [partition, fence, ...]] (an empty
+-- array may come back as {}).
 
 local NF = 15
 local as_of = ARGV[1]
@@ -36,6 +48,7 @@ local n_events = tonumber(ARGV[4])
 local n_pairs = tonumber(ARGV[5])
 local n_records = tonumber(ARGV[6])
 local A = cjson.decode(ARGV[7])
+local PF = cjson.decode(ARGV[8])
 
 local K_FENCE, K_STATS, K_SALES, K_REJECTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local EV0 = 5
@@ -101,6 +114,18 @@ local function fence_of(p)
     fences[p] = f
   end
   return f
+end
+
+do  -- Redis must still hold what the worker saw it hold
+  local lost = {}
+  for i = 1, #PF, 3 do
+    local f = fence_of(PF[i])
+    if f < tonumber(PF[i + 1]) then
+      lost[#lost + 1] = PF[i]
+      lost[#lost + 1] = fmt(f)
+    end
+  end
+  if #lost > 0 then return cjson.encode({ lost = lost }) end
 end
 
 local function sale_field(ikm, id) return ikm .. "|" .. id end
@@ -348,10 +373,24 @@ for key, list in pairs(tickers) do
   call("LTRIM", key, 0, ticker_len - 1)
 end
 for f, n in pairs(stats) do call("HINCRBY", K_STATS, f, n) end
-for p, off in pairs(new_fence) do call("HSET", K_FENCE, p, fmt(off)) end
+for i = 1, #PF, 3 do
+  local p, batch_end = PF[i], tonumber(PF[i + 2])
+  if (new_fence[p] or -1) < batch_end then new_fence[p] = batch_end end
+end
+local fences_out = {}
+for p, off in pairs(new_fence) do
+  if off > fence_of(p) then
+    call("HSET", K_FENCE, p, fmt(off))
+    fences[p] = off
+  end
+end
+for p, f in pairs(fences) do
+  fences_out[#fences_out + 1] = p
+  fences_out[#fences_out + 1] = fmt(f)
+end
 
 local ev_totals = {}
 for e = 0, n_events - 1 do ev_totals[#ev_totals + 1] = call("HGETALL", KEYS[EV0 + 4 * e]) end
 local pair_totals = {}
 for i = 0, n_pairs - 1 do pair_totals[#pair_totals + 1] = call("HGETALL", KEYS[PAIR0 + 2 * i]) end
-return cjson.encode({ outcomes, ev_totals, pair_totals })
+return cjson.encode({ outcomes, ev_totals, pair_totals, fences_out })

@@ -179,13 +179,14 @@ def events(reader: Reader) -> Query[dict[str, Any]]:
     def step(pipe: Any) -> None:
         for ev in evs:
             pipe.hgetall(reader.keys.event_totals(reader.root(ev.id), ev.id))
+        pipe.exists(reader.keys.recovering())
 
-    replies = yield step
+    *replies, recovering = yield step
     out = []
     for ev, raw in zip(evs, replies, strict=True):
         totals = parse_totals(raw)
         out.append({**_event_info(reader, ev), "totals": _public_totals(totals)})
-    return {"events": out}
+    return {"events": out, "recovering": bool(recovering)}
 
 
 def _public_totals(totals: dict[str, Any]) -> dict[str, Any]:
@@ -236,10 +237,11 @@ def leaderboard(reader: Reader, event_id: str, limit: int) -> Query[dict[str, An
     def details(pipe: Any) -> None:
         pipe.hgetall(reader.keys.event_totals(root, ev.id))
         pipe.zcard(reader.keys.board(root, ev.id))
+        pipe.exists(reader.keys.recovering())
         for _, ikm, _ in rows:
             pipe.hget(reader.keys.ikm_totals(root, ev.id, ikm), "count")
 
-    raw_totals, ranked, *counts = yield details
+    raw_totals, ranked, recovering, *counts = yield details
     totals = parse_totals(raw_totals)
     total = totals["amount_idr"]
     entries = []
@@ -249,7 +251,8 @@ def leaderboard(reader: Reader, event_id: str, limit: int) -> Query[dict[str, An
                         "amount_idr": amount, "count": _int(count), "share_bp": bp,
                         "share": share_text(bp)})
     return {"event_id": ev.id, "name": ev.name, "total_idr": total, "count": totals["count"],
-            "ranked_ikm": _int(ranked), "limit": limit, "entries": entries}
+            "ranked_ikm": _int(ranked), "limit": limit, "entries": entries,
+            "recovering": bool(recovering)}
 
 
 def exporter_view(reader: Reader, top_k: int, days: int) -> Query[list[dict[str, Any]]]:
@@ -289,12 +292,13 @@ def summary(reader: Reader, event_id: str) -> Query[dict[str, Any]]:
         pipe.hgetall(reader.keys.event_totals(root, ev.id))
         pipe.hgetall(reader.keys.event_days(root, ev.id))
         pipe.zcard(reader.keys.board(root, ev.id))
+        pipe.exists(reader.keys.recovering())
 
-    raw_totals, raw_days, ranked = yield step
+    raw_totals, raw_days, ranked, recovering = yield step
     totals = parse_totals(raw_totals)
     return {**_event_info(reader, ev), "totals": _public_totals(totals),
             "by_channel": totals["by_channel"], "by_day": parse_days(raw_days),
-            "ikm_with_sales": _int(ranked)}
+            "ikm_with_sales": _int(ranked), "recovering": bool(recovering)}
 
 
 def ikm(reader: Reader, event_id: str, ikm_id: str) -> Query[dict[str, Any]]:
@@ -310,8 +314,9 @@ def ikm(reader: Reader, event_id: str, ikm_id: str) -> Query[dict[str, Any]]:
         pipe.hgetall(reader.keys.ikm_days(root, ev.id, ikm_id))
         pipe.zscore(board_key, ikm_id)
         pipe.hget(reader.keys.event_totals(root, ev.id), "amount_idr")
+        pipe.exists(reader.keys.recovering())
 
-    raw_totals, raw_days, score, event_total = yield step
+    raw_totals, raw_days, score, event_total, recovering = yield step
     rank = None
     if score is not None:
         # Competition rank: one more than the IKM with a strictly larger amount.
@@ -323,15 +328,16 @@ def ikm(reader: Reader, event_id: str, ikm_id: str) -> Query[dict[str, Any]]:
     return {"event_id": ev.id, "ikm_id": ikm_id, "name": info.name, "city": info.city,
             "category": info.category, "rank": rank, "share_bp": bp, "share": share_text(bp),
             "totals": _public_totals(totals), "by_channel": totals["by_channel"],
-            "by_day": parse_days(raw_days)}
+            "by_day": parse_days(raw_days), "recovering": bool(recovering)}
 
 
 def signature(reader: Reader, event_id: str) -> Query[tuple[int, ...]]:
     """A cheap fingerprint of an event's totals: changes whenever a sale is applied."""
     ev = reader.event(event_id)
     key = reader.keys.event_totals(reader.root(ev.id), ev.id)
-    replies = yield lambda pipe: pipe.hmget(key, list(SIGNATURE_FIELDS))
-    return tuple(_int(v) for v in replies[0])
+    replies = yield lambda pipe: (pipe.hmget(key, list(SIGNATURE_FIELDS)),
+                                  pipe.exists(reader.keys.recovering()))
+    return (*(_int(v) for v in replies[0]), _int(replies[1]))
 
 
 def parse_ticker_item(reader: Reader, ev: Event, raw: Any) -> dict[str, Any] | None:
@@ -368,8 +374,9 @@ def snapshot(reader: Reader, event_id: str, limit: int = 10,
     replies = yield lambda pipe: (
         pipe.hgetall(reader.keys.event_totals(root, ev.id)),
         pipe.lrange(reader.keys.ticker(root, ev.id), 0, ticker - 1),
+        pipe.exists(reader.keys.recovering()),
     )
-    raw_totals, raw_ticker = replies
+    raw_totals, raw_ticker, recovering = replies
     totals = parse_totals(raw_totals)
     for entry in board["entries"]:
         entry["amount_text"] = format_idr_short(entry["amount_idr"])
@@ -381,7 +388,8 @@ def snapshot(reader: Reader, event_id: str, limit: int = 10,
     items = [x for x in (parse_ticker_item(reader, ev, raw) for raw in raw_ticker) if x]
     return {
         **_event_info(reader, ev),
-        "signature": list(_signature_of(totals)),
+        "signature": [*_signature_of(totals), _int(recovering)],
+        "recovering": bool(recovering),
         "total_idr": totals["amount_idr"], "total_text": format_idr_short(totals["amount_idr"]),
         "total_exact": format_idr(totals["amount_idr"]), "count": totals["count"],
         "count_text": f"{totals['count']:,}".replace(",", "."),

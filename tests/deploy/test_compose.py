@@ -182,6 +182,13 @@ def test_rekap_services(resolved: dict[str, Any]) -> None:
     assert services["kafka"]["image"] == "apache/kafka:4.4.0"
 
 
+def test_redis_never_evicts(resolved: dict[str, Any]) -> None:
+    """Offset fences and sale_id de-dup keys live in Redis; rekap worker refuses other policies."""
+    command = [str(arg) for arg in resolved["services"]["redis"]["command"]]
+    assert "--maxmemory-policy" in command
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+
+
 def test_every_long_running_service_has_a_healthcheck(resolved: dict[str, Any]) -> None:
     for name, service in resolved["services"].items():
         if service.get("restart") == "no":

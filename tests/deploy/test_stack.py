@@ -171,6 +171,10 @@ def test_up_up_down_up_down(stack: Stack) -> None:
     topic = f"stack-{uuid.uuid4().hex[:8]}"
     _produce_one(topic, b"kept across down/up")
     assert _redis(["SET", "rekap-stack-test", "kept"]) == "OK"
+    # Set explicitly, not left to Redis's default: rekap worker refuses an evicting Redis.
+    assert "maxmemory_policy:noeviction" in _redis(["INFO", "memory"]).splitlines()
+    assert "maxmemory-policy noeviction" in \
+        (stack.runtime / "conf" / "redis" / "redis.conf").read_text().splitlines()
 
     # 2. up again: harmless, same processes, no second broker.
     stack.run("up", "--with-prometheus")

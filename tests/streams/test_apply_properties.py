@@ -116,7 +116,7 @@ class Run:
         plan = plan_batch(d.records, self.registry, self.keys)
         if d.cut is not None:
             # Redis failed (or the worker died) after the first `cut` groups of the batch.
-            plan = BatchPlan(plan.groups[:d.cut], plan.rejections, plan.size)
+            plan = BatchPlan(plan.groups[:d.cut], plan.rejections, plan.size, plan.partitions)
         before = self.seen  # nothing else writes under this example's prefix
         result: BatchResult = await self.applier.apply(plan)
         after = self.seen = read_hashes(self.client, self.watched)
@@ -138,6 +138,12 @@ class Run:
                 if r.offset > self.fence.get((group.root, r.partition), -1):
                     self.fence[(group.root, r.partition)] = r.offset
                     self.first.append((group.root, r))
+            # Every group's fence ends at the batch's end of each partition, records or not.
+            for partition, end in plan.partitions.items():
+                key = (group.root, partition)
+                self.fence[key] = max(self.fence.get(key, -1), end)
+            assert gres.fences == {p: f for (rt, p), f in self.fence.items()
+                                   if rt == group.root and p in plan.partitions}
 
     def verify(self, all_records: list[ConsumedRecord]) -> None:
         registry, keys = self.registry, self.keys

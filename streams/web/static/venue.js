@@ -101,6 +101,9 @@
     renderBoard(s.leaderboard);
     renderChannels(s.channels);
     renderTicker(s.ticker);
+    // Redis lost writes and a worker is replaying the ledger: say the figures are catching up.
+    $("recovering").hidden = !s.recovering;
+    document.body.setAttribute("data-recovering", s.recovering ? "1" : "0");
     document.body.setAttribute("data-signature", s.signature.join("-"));
     firstRender = false;
   }
