@@ -15,6 +15,10 @@ STACK_ARGS ?=
 PYTEST_ARGS ?=
 # e.g. make bench BENCH_ARGS="--records 50000 --runs 5"
 BENCH_ARGS ?=
+# Where `make faults` keeps its summary (JSON; the table is printed too) and, until its next
+# run, each scenario's worker and simulator logs.
+FAULTS_REPORT ?= .rekap/faults-report.json
+FAULTS_DIR ?= .rekap/faults
 # Debian packages the stack and the tests use, as command:package. Redis, Prometheus
 # (+ promtool), Chromium for the venue page test, docker-compose to validate
 # docker-compose.yml. Checked by command, not dpkg: a removed package keeps a dpkg record.
@@ -22,7 +26,7 @@ APT_NEEDS := redis-server:redis-server redis-cli:redis-tools prometheus:promethe
 	promtool:prometheus chromium:chromium docker-compose:docker-compose
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup setup-system demo test lint bench stack-up stack-down stack-status stack-fetch stack-install
+.PHONY: help setup setup-system demo test faults lint bench stack-up stack-down stack-status stack-fetch stack-install
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -54,6 +58,14 @@ test: setup ## start the stack if needed, run the whole suite, stop the stack if
 	status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
 	[ $$was_up = 1 ] || $(STACK) down; \
 	exit $$status
+
+# The fault suite starts its own private stack (tests/faults/conftest.py): the shared one is
+# neither needed nor touched. SIGINT at the deadline lets pytest stop what it started, purge
+# its stack and still print the summary.
+faults: setup ## fault suite, long: ~112k records per scenario, SIGKILL worker/Redis/Kafka, poison (<= 20 min)
+	@mkdir -p $(FAULTS_DIR)
+	REKAP_FAULTS_REPORT=$(FAULTS_REPORT) timeout -k 60 -s INT 1200 \
+	  $(PY) -m pytest tests/faults --faults-long -p no:cacheprovider --basetemp=$(FAULTS_DIR) $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed ## ruff and mypy
 	$(VENV)/bin/ruff check .

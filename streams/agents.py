@@ -162,11 +162,16 @@ class Pipeline:
         async with self._progress_lock:
             await self.catch_up(firsts, registry)
             started = time.perf_counter()
-            result = await self.applier.apply(plan, expected=self.progress.expected)
+            result = await self.apply(plan)
             metrics.APPLY_BATCH_SECONDS.observe(time.perf_counter() - started)
-            self.progress.applied(result.fences(), plan.partitions)
         await self.send_dead_letters(result)
         await self.publish_totals(result.totals)
+        return result
+
+    async def apply(self, plan: BatchPlan) -> BatchResult:
+        """Apply ``plan`` against the fences last seen, then remember the new ones."""
+        result = await self.applier.apply(plan, expected=self.progress.expected)
+        self.progress.applied(result.fences(), plan.partitions)
         return result
 
     # -- progress (streams.progress) -----------------------------------------
@@ -209,8 +214,7 @@ class Pipeline:
         try:
             async for chunk in self.reader.read(partition, start, stop):
                 plan = plan_batch(chunk, registry, self.keys, fence_roots=known_roots(registry))
-                result = await self.applier.apply(plan, expected=self.progress.expected)
-                self.progress.applied(result.fences(), plan.partitions)
+                result = await self.apply(plan)
                 await self.send_dead_letters(result)
                 for snap in result.totals:  # the newest state of each hash, published once
                     snapshots[f"{snap.scope}/{snap.event_id}/{snap.ikm_id}"] = snap
