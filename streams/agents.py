@@ -121,15 +121,11 @@ class Pipeline:
         metrics.RECORDS_CONSUMED.inc(len(records))
         registry = self.registry.current()
         plan = plan_batch(records, registry, self.keys, fence_roots=known_roots(registry))
-        firsts: dict[int, int] = {}
-        for r in records:
-            if r.offset < firsts.get(r.partition, r.offset + 1):
-                firsts[r.partition] = r.offset
         delay = RETRY_FIRST_S
         try:
             while True:
                 try:
-                    result = await self.run(plan, firsts, registry)
+                    result = await self.run(plan, registry)
                     break
                 except RedisLostWrites as exc:
                     self.lost(exc)
@@ -157,10 +153,9 @@ class Pipeline:
             metrics.INTERNAL_ERRORS.labels("observe").inc()
             log.exception("counting a batch in the metrics failed")
 
-    async def run(self, plan: BatchPlan, firsts: Mapping[int, int],
-                  registry: Registry) -> BatchResult:
+    async def run(self, plan: BatchPlan, registry: Registry) -> BatchResult:
         async with self._progress_lock:
-            await self.catch_up(firsts, registry)
+            await self.catch_up(plan.starts, registry)
             started = time.perf_counter()
             result = await self.apply(plan)
             metrics.APPLY_BATCH_SECONDS.observe(time.perf_counter() - started)

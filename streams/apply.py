@@ -174,6 +174,17 @@ def is_outage(exc: RedisError) -> bool:
 Fences = Mapping[tuple[str, int], int]
 
 
+class CallFailed(Exception):
+    """A script call failed for a reason of its own, neither an outage nor lost writes.
+
+    Internal to the applier: it then looks for the record that causes the failure.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
 class Applier:
     """Applies planned batches to Redis. One per process; safe to share between tasks."""
 
@@ -204,10 +215,8 @@ class Applier:
             fences = fence_args(group.root, plan.partitions, expected)
             try:
                 result.groups.append(await self.call(group, as_of, fences))
-            except (RedisUnavailable, RedisLostWrites):
-                raise
-            except Exception as exc:
-                result.groups += await self.isolate(plan, group, as_of, fences, exc)
+            except CallFailed as failed:
+                result.groups += await self.isolate(plan, group, as_of, fences, failed.error)
         return result
 
     async def raise_versions(self, floors: Sequence[tuple[str, int]]) -> None:
@@ -218,15 +227,23 @@ class Applier:
             await pipe.execute()
 
     async def call(self, group: RootGroup, as_of: str, fences: str) -> GroupResult:
-        """One script call. Outages become :class:`RedisUnavailable`; anything else propagates."""
+        """One script call.
+
+        Raises :class:`RedisUnavailable` on an outage, :class:`RedisLostWrites` when
+        a fence fell back, and :class:`CallFailed` for any other failure.
+        """
         try:
             raw = await self._script(keys=group.keys, args=wire_args(group, as_of, fences))
+            return decode_result(group, raw)
+        except RedisLostWrites:
+            raise
         except RedisError as exc:
             if is_outage(exc):
                 raise unavailable(self.settings, exc,
                                   f"applying a batch of tree {group.root}") from exc
-            raise
-        return decode_result(group, raw)
+            raise CallFailed(exc) from exc
+        except Exception as exc:
+            raise CallFailed(exc) from exc
 
     async def isolate(self, plan: BatchPlan, group: RootGroup, as_of: str, fences: str,
                       exc: Exception) -> list[GroupResult]:
@@ -238,12 +255,11 @@ class Applier:
                                     topic=group.argv[0])
         try:  # the same call without records: if that fails too, no record is to blame
             await self.call(regroup([]), as_of, "[]")
-        except (RedisUnavailable, RedisLostWrites):
-            raise
-        except Exception as again:
+        except CallFailed as again:
             raise RedisUnavailable(
                 f"the apply script fails for tree {group.root} even without records: "
-                f"{again!r}; retrying (is the script or a key of this tree damaged?)") from again
+                f"{again.error!r}; retrying (is the script or a key of this tree damaged?)"
+            ) from again.error
         log.error("applying %d records of tree %s failed (%s: %s); isolating the record that "
                   "causes it", len(group.records), group.root, type(exc).__name__, exc)
         results: list[GroupResult] = []
@@ -256,17 +272,15 @@ class Applier:
             try:
                 results.append(await self.call(sub, as_of, "[]"))
                 continue
-            except (RedisUnavailable, RedisLostWrites):
-                raise
-            except Exception as failure:
+            except CallFailed as failed:
                 if len(records) > 1:
                     half = len(records) // 2
                     pending[:0] = [records[:half], records[half:]]
                     continue
                 (bad,) = records
                 log.error("record %s rejected as internal_error: %s: %s",
-                          bad.record.coordinates, type(failure).__name__, failure)
-                rejected = PlannedRecord(bad.record, rejection=internal_error(failure))
+                          bad.record.coordinates, type(failed.error).__name__, failed.error)
+                rejected = PlannedRecord(bad.record, rejection=internal_error(failed.error))
                 results.append(await self.call(regroup([rejected]), as_of, "[]"))
         results.append(await self.call(regroup([]), as_of, fences))
         return results

@@ -121,6 +121,8 @@ class BatchPlan:
     size: int
     #: Highest offset of each partition in the batch: every group's fence advances to it.
     partitions: dict[int, int] = field(default_factory=dict)
+    #: Lowest offset of each partition in the batch: Redis must hold everything below it.
+    starts: dict[int, int] = field(default_factory=dict)
     #: What the plan was made with, so a group can be planned again in parts.
     registry: Registry | None = None
     ticker_length: int = TICKER_LENGTH
@@ -169,6 +171,7 @@ def plan_batch(records: Iterable[ConsumedRecord], registry: Registry, keys: Keys
     by_root: dict[str, list[PlannedRecord]] = {}
     rejections: list[tuple[ConsumedRecord, Rejection]] = []
     partitions: dict[int, int] = {}
+    starts: dict[int, int] = {}
     topic = ""
     size = 0
     for record in records:
@@ -176,6 +179,7 @@ def plan_batch(records: Iterable[ConsumedRecord], registry: Registry, keys: Keys
         topic = record.topic
         if record.offset > partitions.get(record.partition, -1):
             partitions[record.partition] = record.offset
+        starts.setdefault(record.partition, record.offset)
         try:
             root, planned = classify(record, registry)
         except Exception as exc:  # a bug, not the input: it costs this record only
@@ -189,7 +193,7 @@ def plan_batch(records: Iterable[ConsumedRecord], registry: Registry, keys: Keys
     groups = [build_group(root, planned, registry, keys, ticker_length, topic=topic)
               for root, planned in by_root.items()]
     return BatchPlan(groups=groups, rejections=rejections, size=size, partitions=partitions,
-                     registry=registry, ticker_length=ticker_length)
+                     starts=starts, registry=registry, ticker_length=ticker_length)
 
 
 def internal_error(exc: BaseException) -> Rejection:
