@@ -29,11 +29,13 @@ import redis
 
 from bench.throughput import encode_stream, generate_stream, verify
 from rekap.names import Keys
+from rekap.records import ConsumedRecord
 from rekap.redisconn import connect
 from rekap.registry import load_registry
 from rekap.settings import Settings
+from streams import metrics
 from streams.apply import Applier
-from streams.batch import ConsumedRecord, plan_batch
+from streams.batch import plan_batch
 
 
 def evalsha_usec(client: redis.Redis) -> tuple[int, int]:
@@ -53,13 +55,10 @@ def place(pairs: list[tuple[bytes, bytes]], topic: str, partitions: int) -> list
 
 async def run(settings: Settings, records: list[ConsumedRecord], batch: int
               ) -> dict[str, list[float]]:
-    from streams.agents import Pipeline
-
-    registry = load_registry(settings.registry_path, settings.booth_tokens_path)
+    registry = load_registry(settings.registry_path)
     keys = Keys(settings.redis_prefix)
     client = connect(settings)
     applier = Applier(client, settings)
-    pipeline = Pipeline(None, settings)
     times: dict[str, list[float]] = {"plan": [], "apply": [], "observe": []}
     try:
         for i in range(0, len(records), batch):
@@ -69,7 +68,7 @@ async def run(settings: Settings, records: list[ConsumedRecord], batch: int
             t1 = time.perf_counter()
             result = await applier.apply(plan)
             t2 = time.perf_counter()
-            pipeline.observe(result, chunk)
+            metrics.observe_batch(result, chunk)
             t3 = time.perf_counter()
             times["plan"].append(t1 - t0)
             times["apply"].append(t2 - t1)
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Settings.from_env()
     tag = f"benchapply{uuid.uuid4().hex[:8]}"
     settings = replace(base, redis_prefix=tag, topic_sales=f"{tag}.sales")
-    registry = load_registry(settings.registry_path, settings.booth_tokens_path)
+    registry = load_registry(settings.registry_path)
     values = generate_stream(registry, args.records, args.seed)
     records = place(encode_stream(values), settings.topic_sales, args.partitions)
     client = redis.Redis.from_url(settings.redis_url)

@@ -7,8 +7,8 @@ Usage::
 
 Needs the local stack (Kafka and Redis of ``REKAP_KAFKA_BOOTSTRAP`` /
 ``REKAP_REDIS_URL``, default ``deploy/local/stack up``). One seeded stream of
-valid sales, refunds and resends (:mod:`tests.support.salesgen`) is generated
-once; then, per run, each contestant gets its own fresh topics, consumer group
+valid sales, refunds and resends (:mod:`producers.simulator.synthetic`) is
+generated once; then, per run, each contestant gets its own fresh topics, consumer group
 and Redis prefix (created and deleted here), the stream is produced into its
 sales topic *before* it starts, and it drains that backlog:
 
@@ -60,14 +60,16 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import redis
 
+from consumers.reconcile import compare, snapshot
+from producers.simulator.synthetic import generate
+from rekap.ledger import fold_sent
 from rekap.names import Keys
 from rekap.registry import Registry, load_registry
 from rekap.settings import Settings
@@ -78,7 +80,6 @@ CONTESTANTS = ("raw", "faust", "rekap")
 DRAIN_TIMEOUT_S = 300.0
 #: Seconds between two reads of the progress (stats hashes, result file).
 POLL_S = 0.01
-WIB = ZoneInfo("Asia/Jakarta")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -103,9 +104,6 @@ class Sample:
 
 
 def generate_stream(registry: Registry, n: int, seed: int) -> list[dict[str, Any]]:
-    sys.path.insert(0, str(REPO))
-    from tests.support.salesgen import generate
-
     return generate(registry, n, seed=seed, prefix=f"b{seed}")
 
 
@@ -132,91 +130,16 @@ def produce(settings: Settings, pairs: list[tuple[bytes, bytes]]) -> None:
 # --------------------------------------------------------------------------- truth
 
 
-def wib_day(text: str) -> str:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(WIB).date().isoformat()
-
-
-def expected_totals(records: list[dict[str, Any]], registry: Registry, keys: Keys
-                    ) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
-    """What Redis must hold after the stream: (hashes, boards), zero fields dropped.
-
-    Valid for generated streams (refunds follow their sale and never exceed it,
-    resends are identical): count each sale_id once; a refund subtracts in the
-    channel and local day of the sale it takes back.
-    """
-    hashes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    boards: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    first: dict[str, dict[str, Any]] = {}
-    for r in records:
-        if r["sale_id"] in first:
-            continue
-        first[r["sale_id"]] = r
-        sale = r["kind"] == "sale"
-        booked = r if sale else first[r["refund_of"]]
-        ch, day = booked["channel"], wib_day(booked["occurred_at"])
-        amount, qty = r["amount_idr"], r["quantity"]
-        signed = amount if sale else -amount
-        root = registry.root(r["event_id"])
-        for ev in registry.chain(r["event_id"]):
-            for k in (keys.event_totals(root, ev), keys.ikm_totals(root, ev, r["ikm_id"])):
-                h = hashes[k]
-                h["amount_idr"] += signed
-                h[f"ch:{ch}:amount_idr"] += signed
-                if sale:
-                    h["gross_idr"] += amount
-                    h["count"] += 1
-                    h["quantity"] += qty
-                    h[f"ch:{ch}:count"] += 1
-                else:
-                    h["refunds_idr"] += amount
-                    h["refund_count"] += 1
-                    h["quantity"] -= qty
-                    h[f"ch:{ch}:refunds_idr"] += amount
-            for k in (keys.event_days(root, ev), keys.ikm_days(root, ev, r["ikm_id"])):
-                h = hashes[k]
-                h[f"{day}:amount_idr"] += signed
-                h[f"{day}:quantity"] += qty if sale else -qty
-                h[f"{day}:count" if sale else f"{day}:refunds_idr"] += 1 if sale else amount
-            boards[keys.board(root, ev)][r["ikm_id"]] += signed
-    return ({k: {f: v for f, v in h.items() if v} for k, h in hashes.items()},
-            {k: {m: v for m, v in b.items()} for k, b in boards.items()})
-
-
-#: Fields of a totals hash that are bookkeeping, not sums.
-NOT_SUMS = frozenset({"version", "as_of", "last_sale_at", "last_sale_id", "last_amount_idr"})
-
-
 def verify(client: redis.Redis, records: list[dict[str, Any]], registry: Registry,
            keys: Keys, roots: list[str]) -> dict[str, int]:
-    """Raise :class:`BenchError` unless Redis holds exactly the stream's totals."""
+    """Raise :class:`BenchError` unless Redis holds exactly what the ledger model folds from
+    the stream: every total, day bucket, leaderboard score and outcome count."""
     stats = read_stats(client, keys, roots)
-    unique = len({r["sale_id"] for r in records})
-    want_stats = {"applied": unique, "duplicate:sale_id": len(records) - unique}
-    got = {k: v for k, v in stats.items() if v}
-    if got != {k: v for k, v in want_stats.items() if v}:
-        raise BenchError(f"ledger identity broken: stats {got}, expected {want_stats}")
-    want_h, want_b = expected_totals(records, registry, keys)
-    have_h: dict[str, dict[str, int]] = {}
-    have_b: dict[str, dict[str, int]] = {}
-    for raw in client.scan_iter(match=f"{keys.prefix}:*:ev:*", count=1000):
-        key = raw.decode()
-        if key.endswith(":ticker"):
-            continue
-        if key.endswith(":board"):
-            have_b[key] = {m.decode(): int(s) for m, s in client.zrange(key, 0, -1, withscores=True)}
-        else:
-            have_h[key] = {f.decode(): int(v) for f, v in client.hgetall(key).items()
-                           if f.decode() not in NOT_SUMS and int(v) != 0}
-    if set(have_h) != set(want_h):
-        raise BenchError(f"totals keys differ: {sorted(set(have_h) ^ set(want_h))[:5]}")
-    for k, want in want_h.items():
-        if have_h[k] != want:
-            diff = {f: (have_h[k].get(f), want.get(f)) for f in set(have_h[k]) | set(want)
-                    if have_h[k].get(f) != want.get(f)}
-            raise BenchError(f"totals of {k} differ (redis, expected): {dict(list(diff.items())[:5])}")
-    if have_b != want_b:
-        raise BenchError("leaderboards differ from the stream's sums")
-    return got
+    ledger = fold_sent(encode_stream(records), registry, keys)
+    diffs = compare(ledger, snapshot(client, keys, ""))
+    if diffs:
+        raise BenchError(f"Redis differs from the ledger in {len(diffs)} places: {diffs[:5]}")
+    return {k: v for k, v in stats.items() if v}
 
 
 def read_stats(client: redis.Redis, keys: Keys, roots: list[str]) -> dict[str, int]:
@@ -239,6 +162,8 @@ def settled(stats: dict[str, int]) -> int:
 
 
 def free_port() -> int:
+    """A TCP port the kernel just handed out as free (the bench's own: it imports nothing from
+    ``tests``, whose :func:`tests.support.procs.free_port` is the same)."""
     import socket
 
     with socket.socket() as s:
@@ -247,11 +172,8 @@ def free_port() -> int:
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REKAP_")}
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if value is not None:
-            env[f"REKAP_{f.name.upper()}"] = str(value)
+    """This environment with its ``REKAP_*`` replaced by ``settings``, and the repo importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REKAP_")} | settings.to_env()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
 
@@ -512,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--only names no contestant")
 
     base = Settings.from_env(sales_partitions=args.partitions)
-    registry = load_registry(base.registry_path, base.booth_tokens_path)
+    registry = load_registry(base.registry_path)
     records = generate_stream(registry, args.records, args.seed)
     pairs = encode_stream(records)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

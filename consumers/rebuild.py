@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from consumers.reconcile import parse_key, read_topic
 from rekap.errors import ConfigError, KafkaUnavailable
+from rekap.kafkaconn import admin_client, reader, unavailable
 from rekap.names import Keys
 from rekap.settings import Settings
 
@@ -64,21 +65,11 @@ def retrying(call: Callable[[], T], timeout_s: float = COORDINATOR_WAIT_S) -> T:
 
 def active_members(settings: Settings) -> int:
     """How many members the worker's consumer group has right now."""
-    from kafka.admin import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
-    try:
+    with (unavailable(f"describing group {settings.app_id}", settings),
+          admin_client(settings, "rebuild") as admin):
         groups = retrying(lambda: admin.describe_groups([settings.app_id]))
         group = groups.get(settings.app_id) or {}
         return len(group.get("members") or [])
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"describing group {settings.app_id} failed: {exc}") from exc
-    finally:
-        admin.close()
 
 
 def wipe(client: Any, settings: Settings) -> tuple[int, int]:
@@ -110,35 +101,27 @@ def wipe(client: Any, settings: Settings) -> tuple[int, int]:
 def commit_offsets(settings: Settings, offsets: dict[int, int]) -> None:
     """Commit ``offsets`` (partition → next offset to read) for the worker's group."""
     from kafka import TopicPartition
-    from kafka.admin import KafkaAdminClient
-    from kafka.errors import KafkaError
     from kafka.structs import OffsetAndMetadata
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    try:
+    with (unavailable(f"committing offsets for group {settings.app_id}", settings),
+          admin_client(settings, "rebuild") as admin):
         result = retrying(lambda: admin.alter_group_offsets(settings.app_id, {
             TopicPartition(settings.topic_sales, p): OffsetAndMetadata(o, "rekap rebuild", -1)
             for p, o in offsets.items()}))
-        failed = {tp: err for tp, err in result.items() if err.__name__ != "NoError"}
-        if failed:
-            raise KafkaUnavailable(f"committing offsets for group {settings.app_id} failed: {failed} "
-                                   "(is a worker still running?)")
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"committing offsets for group {settings.app_id} failed: {exc}") from exc
-    finally:
-        admin.close()
+    failed = {tp: err for tp, err in result.items() if err.__name__ != "NoError"}
+    if failed:
+        raise KafkaUnavailable(f"committing offsets for group {settings.app_id} failed: {failed} "
+                               "(is a worker still running?)")
 
 
 def beginning_offsets(settings: Settings) -> dict[int, int]:
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
-    try:
+    with (unavailable(f"looking up the beginning offsets of {settings.topic_sales}", settings),
+          reader(settings, "rebuild") as consumer):
         parts = [TopicPartition(settings.topic_sales, p)
                  for p in sorted(consumer.partitions_for_topic(settings.topic_sales) or [])]
         return {tp.partition: o for tp, o in consumer.beginning_offsets(parts).items()}
-    finally:
-        consumer.close()
 
 
 async def apply_all(settings: Settings, records: list[Any]) -> int:
@@ -148,7 +131,7 @@ async def apply_all(settings: Settings, records: list[Any]) -> int:
     from streams.apply import Applier
     from streams.batch import plan_batch
 
-    registry = load_registry(settings.registry_path, settings.booth_tokens_path)
+    registry = load_registry(settings.registry_path)
     client = connect(settings)
     try:
         applier = Applier(client, settings)

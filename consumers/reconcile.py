@@ -1,7 +1,7 @@
 """``rekap reconcile``: prove that Redis matches the sales topic (the ledger).
 
 Reads the sales topic from the beginning to its current end (kafka-python),
-folds it with :func:`consumers.ledger.fold` — an implementation independent of
+folds it with :func:`rekap.ledger.fold` — an implementation independent of
 the Lua script — and compares, key by key, every event, IKM, channel and day
 integer and every leaderboard score with Redis. It also checks each tree's
 ``stats``: records = applied + duplicate:sale_id + rejected.
@@ -21,16 +21,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.ledger import Ledger, fold
 from rekap.errors import KafkaUnavailable
+from rekap.kafkaconn import reader, unavailable
+from rekap.ledger import BOOKKEEPING_FIELDS, Ledger, fold
 from rekap.money import format_idr
 from rekap.names import Keys
+from rekap.records import ConsumedRecord, classify
 from rekap.registry import Registry
 from rekap.settings import Settings
-from streams.batch import ConsumedRecord, classify
-
-#: Fields of a totals hash that depend on batching or time, not on the ledger.
-BOOKKEEPING_FIELDS = frozenset({"version", "as_of", "last_sale_at", "last_sale_id", "last_amount_idr"})
 
 
 @dataclass
@@ -58,16 +56,11 @@ def read_topic(settings: Settings, topic: str | None = None,
                timeout_s: float = 60.0) -> tuple[list[ConsumedRecord], dict[int, int]]:
     """Every record of a topic (default: the sales topic) up to the end offsets seen at the start,
     sorted by partition and offset, and those end offsets."""
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
+    from kafka import TopicPartition
 
     topic = topic or settings.topic_sales
-    try:
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                 enable_auto_commit=False, max_poll_records=5000)
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
-    try:
+    with (unavailable(f"reading {topic}", settings),
+          reader(settings, "reconcile", max_poll_records=5000) as consumer):
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         if not parts:
             raise KafkaUnavailable(f"topic {topic} does not exist (run `rekap topics`)")
@@ -86,10 +79,6 @@ def read_topic(settings: Settings, topic: str | None = None,
                                                   m.timestamp))
         out.sort(key=lambda r: (r.partition, r.offset))
         return out, {tp.partition: ends[tp] for tp in parts}
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"reading {topic} failed: {exc}") from exc
-    finally:
-        consumer.close()
 
 
 def parse_key(key: str, keys: Keys) -> tuple[str, str] | None:
@@ -101,9 +90,9 @@ def parse_key(key: str, keys: Keys) -> tuple[str, str] | None:
     return (root, rest) if sep else None
 
 
-def snapshot(client: Any, settings: Settings) -> dict[str, TreeSnapshot]:
-    """Every tree's fences, stats, totals/day hashes and boards, one MULTI per tree."""
-    keys = Keys(settings.redis_prefix)
+def snapshot(client: Any, keys: Keys, topic: str) -> dict[str, TreeSnapshot]:
+    """Every tree's fences (of ``topic``), stats, totals/day hashes and boards, one MULTI
+    per tree. Hashes hold the ledger's integer fields only (no :data:`BOOKKEEPING_FIELDS`)."""
     by_root: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for raw in client.scan_iter(match=keys.pattern(), count=1000):
         key = raw.decode() if isinstance(raw, bytes) else raw
@@ -111,7 +100,7 @@ def snapshot(client: Any, settings: Settings) -> dict[str, TreeSnapshot]:
         if parsed is not None:
             by_root[parsed[0]].append((key, parsed[1]))
     out: dict[str, TreeSnapshot] = {}
-    fence_key_tail = f"fence:{settings.topic_sales}"
+    fence_key_tail = f"fence:{topic}"
     for root, entries in by_root.items():
         wanted = [(k, rest) for k, rest in entries
                   if rest in ("stats", fence_key_tail) or (rest.startswith("ev:")
@@ -156,6 +145,11 @@ def pending_records(records: Iterable[ConsumedRecord], registry: Registry,
 
 def compare(ledger: Ledger, trees: dict[str, TreeSnapshot]) -> list[str]:
     """Every difference between the fold and Redis, as readable lines."""
+    return compare_totals(ledger, trees) + compare_stats(ledger, trees)
+
+
+def compare_totals(ledger: Ledger, trees: dict[str, TreeSnapshot]) -> list[str]:
+    """Every totals, day and leaderboard integer where Redis differs from the fold (absent = 0)."""
     diffs: list[str] = []
     actual_hashes = {k: v for t in trees.values() for k, v in t.hashes.items()}
     actual_boards = {k: v for t in trees.values() for k, v in t.boards.items()}
@@ -169,6 +163,13 @@ def compare(ledger: Ledger, trees: dict[str, TreeSnapshot]) -> list[str]:
         for m in sorted(set(want) | set(have)):
             if want.get(m, 0) != have.get(m, 0):
                 diffs.append(f"{key} {m}: ledger {want.get(m, 0)}, redis {have.get(m, 0)}")
+    return diffs
+
+
+def compare_stats(ledger: Ledger, trees: dict[str, TreeSnapshot]) -> list[str]:
+    """Every tree whose outcome counts differ from the fold's, or break
+    records = applied + duplicate:sale_id + rejected."""
+    diffs: list[str] = []
     for root in sorted(set(ledger.stats) | {r for r, t in trees.items() if t.stats}):
         want = ledger.stats.get(root, {})
         have = {k: v for k, v in (trees[root].stats if root in trees else {}).items()
@@ -189,7 +190,7 @@ def reconcile(settings: Settings, registry: Registry, client: Any,
     records, _ends = read_topic(settings)
     deadline = time.monotonic() + timeout_s
     while True:
-        trees = snapshot(client, settings)
+        trees = snapshot(client, keys, settings.topic_sales)
         pending = pending_records(records, registry, trees)
         if pending == 0 or time.monotonic() > deadline:
             break
@@ -210,7 +211,7 @@ def run(settings: Settings, timeout_s: float = 30.0) -> Report:
     from rekap.redisconn import connect_sync, unavailable
     from rekap.registry import load_registry
 
-    registry = load_registry(settings.registry_path, settings.booth_tokens_path)
+    registry = load_registry(settings.registry_path)
     client = connect_sync(settings)
     try:
         return reconcile(settings, registry, client, timeout_s)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rekap.errors import KafkaUnavailable
+from rekap.kafkaconn import reader, unavailable
 from rekap.settings import Settings
 
 
@@ -56,16 +56,11 @@ def follow(settings: Settings, on_update: Callable[[str, dict[str, Any], bool], 
     it returns once the end offsets seen at the start are reached; otherwise it
     follows until ``idle_timeout_s`` passes without a message (forever if None).
     """
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
+    from kafka import TopicPartition
 
     view = view or TotalsView()
-    try:
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                 enable_auto_commit=False)
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
-    try:
+    with (unavailable("reading the totals topics", settings),
+          reader(settings, "totals-reader") as consumer):
         parts = [TopicPartition(t, p) for t in (settings.topic_totals_event, settings.topic_totals_ikm)
                  for p in sorted(consumer.partitions_for_topic(t) or [])]
         consumer.assign(parts)
@@ -85,7 +80,3 @@ def follow(settings: Settings, on_update: Callable[[str, dict[str, Any], bool], 
                     accepted = view.offer(key, doc)
                     if on_update is not None:
                         on_update(key, doc, accepted)
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"reading the totals topics failed: {exc}") from exc
-    finally:
-        consumer.close()

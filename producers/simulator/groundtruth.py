@@ -1,103 +1,81 @@
 """Ground truth of a stream: the totals a correct worker must reach, computed without the worker.
 
-Folds the stream the way the contract says, on its own: validate each record
-(:func:`rekap.contract.parse_sale`), keep the first record of each ``sale_id``
-of an IKM (later ones are duplicates), reject a refund whose target is not a
-sale of the same IKM, is of another event or would take back more rupiah or units
-than are left, then add sales and
-subtract refunds into every event of the sale's chain (the exhibition rolls up
-into the programme). Integer arithmetic only.
+The stream is folded by the ledger model (:func:`rekap.ledger.fold_sent`, the
+rules the worker's script applies, including that a refund is booked on its
+sale's channel and local day) and written as a nested document a person can
+read and the simulator's report can quote::
 
-Counting rules: ``count`` counts sales, ``refund_count`` refunds; ``amount_idr``
-is net (``gross_idr - refunds_idr``), ``quantity`` is net units. Day buckets use
-each record's own local day (the scenario keeps a refund on its sale's day).
+    {"records": {"sent", "applied", "duplicates", "rejected": {reason: n}, "rejected_total"},
+     "events": {event_id: {amount_idr, gross_idr, refunds_idr, count, refund_count, quantity,
+                           "channels": {channel: {amount_idr, count, refunds_idr}},
+                           "days": {YYYY-MM-DD: {amount_idr, count, refunds_idr, quantity}},
+                           "ikm": {ikm_id: {the same without "ikm"}}}}}
+
+``duplicates`` counts identical resends (``duplicate:sale_id``); a reused
+``sale_id`` with other content is rejected as ``sale_id_conflict``.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
-from rekap.contract import Reason, Rejection, Sale, parse_sale
+from rekap.ledger import Ledger, fold_sent
+from rekap.names import TOTAL_FIELDS, Keys
 from rekap.registry import Registry
 
-
-def _totals() -> dict[str, Any]:
-    return {"amount_idr": 0, "gross_idr": 0, "refunds_idr": 0, "count": 0, "refund_count": 0,
-            "quantity": 0, "channels": {}, "days": {}}
-
-
-def _add(t: dict[str, Any], s: Sale) -> None:
-    sign = 1 if s.kind == "sale" else -1
-    t["amount_idr"] += sign * s.amount_idr
-    t["quantity"] += sign * s.quantity
-    ch = t["channels"].setdefault(s.channel, {"amount_idr": 0, "count": 0, "refunds_idr": 0})
-    day = t["days"].setdefault(s.day.isoformat(), {"amount_idr": 0, "count": 0, "refunds_idr": 0,
-                                                   "quantity": 0})
-    ch["amount_idr"] += sign * s.amount_idr
-    day["amount_idr"] += sign * s.amount_idr
-    day["quantity"] += sign * s.quantity
-    if s.kind == "sale":
-        t["gross_idr"] += s.amount_idr
-        t["count"] += 1
-        ch["count"] += 1
-        day["count"] += 1
-    else:
-        t["refunds_idr"] += s.amount_idr
-        t["refund_count"] += 1
-        ch["refunds_idr"] += s.amount_idr
-        day["refunds_idr"] += s.amount_idr
+_KEYS: Final = Keys("truth")
+_CHANNEL_FIELDS: Final = ("amount_idr", "count", "refunds_idr")
+_DAY_FIELDS: Final = ("amount_idr", "count", "refunds_idr", "quantity")
 
 
 def compute(records: Iterable[tuple[bytes, bytes]], registry: Registry) -> dict[str, Any]:
     """Ground truth of ``(key, value)`` records in stream order."""
-    seen: dict[tuple[str, str], Sale] = {}  # (ikm_id, sale_id): the idempotency key
-    refunded: Counter[tuple[str, str]] = Counter()
-    refunded_units: Counter[tuple[str, str]] = Counter()
-    rejected: Counter[str] = Counter()
-    sent = duplicates = 0
-    events: dict[str, dict[str, Any]] = {}
-    for key, value in records:
-        sent += 1
-        result = parse_sale(value, registry, key)
-        if isinstance(result, Rejection):
-            rejected[result.reason.value] += 1
+    records = list(records)
+    ledger = fold_sent(records, registry, _KEYS)
+    stats: dict[str, int] = {}
+    for per_root in ledger.stats.values():
+        for label, n in per_root.items():
+            stats[label] = stats.get(label, 0) + n
+    rejected = {label.removeprefix("rejected:"): n for label, n in sorted(stats.items())
+                if label.startswith("rejected:")}
+    events: dict[str, Any] = {}
+    for event_id in sorted(registry.events):
+        root = registry.root(event_id)
+        totals = _totals(ledger, _KEYS.event_totals(root, event_id),
+                         _KEYS.event_days(root, event_id))
+        if totals is None:
             continue
-        if (result.ikm_id, result.sale_id) in seen:
-            duplicates += 1
-            continue
-        if result.kind == "refund":
-            target_key = (result.ikm_id, result.refund_of or "")
-            target = seen.get(target_key)
-            problem = None
-            if target is None:
-                problem = Reason.UNKNOWN_REFUND_TARGET
-            elif target.kind != "sale" or target.event_id != result.event_id:
-                problem = Reason.REFUND_MISMATCH
-            elif (refunded[target_key] + result.amount_idr > target.amount_idr
-                  or refunded_units[target_key] + result.quantity > target.quantity):
-                problem = Reason.REFUND_EXCEEDS_SALE
-            if problem is not None:
-                rejected[problem.value] += 1
-                continue
-            refunded[target_key] += result.amount_idr
-            refunded_units[target_key] += result.quantity
-        seen[(result.ikm_id, result.sale_id)] = result
-        for event_id in registry.chain(result.event_id):
-            ev = events.setdefault(event_id, {**_totals(), "ikm": {}})
-            _add(ev, result)
-            _add(ev["ikm"].setdefault(result.ikm_id, _totals()), result)
-    applied = len(seen)
+        board = ledger.boards.get(_KEYS.board(root, event_id), {})
+        totals["ikm"] = {ikm: _totals(ledger, _KEYS.ikm_totals(root, event_id, ikm),
+                                      _KEYS.ikm_days(root, event_id, ikm))
+                         for ikm in sorted(board)}
+        events[event_id] = totals
     return {
-        "records": {"sent": sent, "applied": applied, "duplicates": duplicates,
-                    "rejected": dict(sorted(rejected.items())),
+        "records": {"sent": len(records), "applied": stats.get("applied", 0),
+                    "duplicates": stats.get("duplicate:sale_id", 0), "rejected": rejected,
                     "rejected_total": sum(rejected.values())},
-        "events": _sorted(events),
+        "events": events,
     }
 
 
-def _sorted(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _sorted(value[k]) for k in sorted(value)}
-    return value
+def _totals(ledger: Ledger, totals_key: str, days_key: str) -> dict[str, Any] | None:
+    """One totals hash and its day buckets, nested; None if no record ever touched it."""
+    flat = ledger.hashes.get(totals_key)
+    if flat is None:
+        return None
+    out: dict[str, Any] = {f: flat.get(f, 0) for f in TOTAL_FIELDS}
+    out["channels"] = _nest(flat, "ch:", _CHANNEL_FIELDS)
+    out["days"] = _nest(ledger.hashes.get(days_key, {}), "", _DAY_FIELDS)
+    return out
+
+
+def _nest(flat: dict[str, int], prefix: str, names: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """``{"<prefix><group>:<name>": n}`` as ``{group: {name: n}}``, every name present."""
+    out: dict[str, dict[str, int]] = {}
+    for name, value in flat.items():
+        if not name.startswith(prefix) or ":" not in name[len(prefix):]:
+            continue
+        group, _, field = name[len(prefix):].rpartition(":")
+        out.setdefault(group, dict.fromkeys(names, 0))[field] = value
+    return {group: out[group] for group in sorted(out)}

@@ -9,11 +9,11 @@ import redis
 
 from consumers.rebuild import apply_all, rebuild
 from consumers.reconcile import format_report, read_topic, run
+from producers.simulator.synthetic import generate
 from rekap.names import Keys
 from rekap.registry import load_registry
 from rekap.settings import DEFAULT_REGISTRY, Settings
 from tests.support.kafka import produce, produce_json
-from tests.support.salesgen import generate
 
 pytestmark = pytest.mark.integration
 ROOT = "lagawi-2022"

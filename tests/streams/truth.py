@@ -1,92 +1,44 @@
-"""Ground truth for generated streams: plain Python sums, independent of the worker and the ledger model.
+"""What Redis must hold after a stream of sale dicts, and what it does hold.
 
-Valid for streams from :mod:`tests.support.salesgen` (every refund is valid and
-comes after its sale; resends are identical), so the rules reduce to: count a
-sale_id once; a refund subtracts in its sale's channel and WIB day.
+The expectation is the ledger model's (:func:`rekap.ledger.fold_sent`, in the
+order the records were sent); Redis is read the way ``rekap reconcile`` reads it
+(:func:`consumers.reconcile.snapshot`). Neither rule nor read is written here.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import redis
 
+from consumers.reconcile import compare_totals, snapshot
+from rekap.ledger import BOOKKEEPING_FIELDS, fold_sent
 from rekap.names import Keys
 from rekap.registry import Registry
 
-WIB = ZoneInfo("Asia/Jakarta")
+Hashes = dict[str, dict[str, int]]
+
+#: Bookkeeping fields of a totals hash, left out of every comparison.
+IGNORED = BOOKKEEPING_FIELDS
 
 
-def wib_day(text: str) -> str:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(WIB).date().isoformat()
-
-
-def truth(records: list[dict[str, Any]], registry: Registry, keys: Keys):  # type: ignore[no-untyped-def]
-    hashes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    boards: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    seen: dict[str, dict[str, Any]] = {}
-    for r in records:
-        if r["sale_id"] in seen:
-            continue
-        seen[r["sale_id"]] = r
-        booked = seen[r["refund_of"]] if r["kind"] == "refund" else r
-        ch, day, a, q = booked["channel"], wib_day(booked["occurred_at"]), r["amount_idr"], r["quantity"]
-        root = registry.root(r["event_id"])
-        events = [r["event_id"]] + ([registry.events[r["event_id"]].parent]
-                                    if registry.events[r["event_id"]].parent else [])
-        for ev in events:
-            for k in (keys.event_totals(root, ev), keys.ikm_totals(root, ev, r["ikm_id"])):
-                h = hashes[k]
-                if r["kind"] == "sale":
-                    h["amount_idr"] += a; h["gross_idr"] += a; h["count"] += 1; h["quantity"] += q  # noqa: E702
-                    h[f"ch:{ch}:amount_idr"] += a; h[f"ch:{ch}:count"] += 1  # noqa: E702
-                else:
-                    h["amount_idr"] -= a; h["refunds_idr"] += a; h["refund_count"] += 1  # noqa: E702
-                    h["quantity"] -= q; h[f"ch:{ch}:amount_idr"] -= a; h[f"ch:{ch}:refunds_idr"] += a  # noqa: E702
-            for k in (keys.event_days(root, ev), keys.ikm_days(root, ev, r["ikm_id"])):
-                h = hashes[k]
-                if r["kind"] == "sale":
-                    h[f"{day}:amount_idr"] += a; h[f"{day}:count"] += 1; h[f"{day}:quantity"] += q  # noqa: E702
-                else:
-                    h[f"{day}:amount_idr"] -= a; h[f"{day}:refunds_idr"] += a; h[f"{day}:quantity"] -= q  # noqa: E702
-            boards[keys.board(root, ev)][r["ikm_id"]] += a if r["kind"] == "sale" else -a
-    return ({k: {f: v for f, v in h.items() if v} for k, h in hashes.items()},
-            {k: dict(v) for k, v in boards.items()})
-
-
-IGNORED = {"version", "as_of", "last_sale_at", "last_sale_id", "last_amount_idr"}
-
-
-def redis_totals(client: redis.Redis, keys: Keys):  # type: ignore[no-untyped-def]
-    """(hashes, boards) as in Redis: every totals/days hash and board under the prefix."""
-    hashes: dict[str, dict[str, int]] = {}
-    boards: dict[str, dict[str, int]] = {}
-    for raw in client.scan_iter(match=f"{keys.prefix}:*:ev:*", count=1000):
-        key = raw.decode()
-        if key.endswith(":ticker"):
-            continue
-        if key.endswith(":board"):
-            boards[key] = {m.decode(): int(s) for m, s in client.zrange(key, 0, -1, withscores=True)}
-        else:
-            hashes[key] = {f.decode(): int(v) for f, v in client.hgetall(key).items()
-                           if f.decode() not in IGNORED and int(v) != 0}
+def redis_totals(client: redis.Redis, keys: Keys) -> tuple[Hashes, Hashes]:
+    """(hashes, boards) as in Redis: every totals/days hash (zero fields left out) and board."""
+    trees = snapshot(client, keys, "")
+    hashes = {k: {f: v for f, v in h.items() if v} for t in trees.values()
+              for k, h in t.hashes.items()}
+    boards = {k: b for t in trees.values() for k, b in t.boards.items()}
     return hashes, boards
 
 
 def assert_matches(client: redis.Redis, records: list[dict[str, Any]], registry: Registry,
                    keys: Keys) -> None:
-    want_h, want_b = truth(records, registry, keys)
-    have_h, have_b = redis_totals(client, keys)
-    assert set(have_h) == set(want_h), set(have_h) ^ set(want_h)
-    for k in want_h:
-        diff = {f: (have_h[k].get(f), want_h[k].get(f)) for f in set(have_h[k]) | set(want_h[k])
-                if have_h[k].get(f) != want_h[k].get(f)}
-        assert not diff, (k, diff)
-    assert have_b == want_b
+    """Redis holds exactly the totals, day buckets and boards of ``records`` (sent in order)."""
+    ledger = fold_sent(((str(r["ikm_id"]).encode(), sale_bytes(r)) for r in records),
+                       registry, keys)
+    diffs = compare_totals(ledger, snapshot(client, keys, ""))
+    assert not diffs, "\n".join(diffs[:20])
 
 
 def stats(client: redis.Redis, keys: Keys, root: str) -> dict[str, int]:

@@ -28,8 +28,8 @@ from typing import Any, Final, TypeVar
 
 from hypothesis import strategies as st
 
+from rekap.records import ConsumedRecord
 from rekap.registry import Registry
-from streams.batch import ConsumedRecord
 
 ROOT: Final = "lagawi-2022"
 KOKAS: Final = "lagawi-2022-kokas"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from consumers.ledger import fold
+from rekap.ledger import fold
 from rekap.names import Keys
+from rekap.records import ConsumedRecord
 from rekap.registry import load_registry
 from rekap.settings import DEFAULT_REGISTRY
-from streams.batch import ConsumedRecord
 
 REG = load_registry(DEFAULT_REGISTRY)
 K = Keys("p")

@@ -1,9 +1,26 @@
 """The ledger model: a pure fold of sales-topic records into expected Redis contents.
 
-An independent Python implementation of what ``streams/lua/apply_batch.lua``
-does (same rules, written again, sharing only the contract validation and the
-key names), so ``rekap reconcile`` can prove Redis against the topic and tests
-can state what the totals must be. No I/O.
+The one Python statement of how a record moves the totals. The only other is
+``streams/lua/apply_batch.lua``, which applies the same rules inside Redis; the
+property tests (``tests/streams/test_apply_properties.py``) hold the two equal.
+Everything else that needs to know what the totals must be folds records here:
+``rekap reconcile`` and ``rekap rebuild``, the simulator's ground truth, the
+benchmarks' verification and the tests. No I/O.
+
+The rules, per record in topic order (per partition; a ``sale_id`` is unique per
+IKM, the record key, so partitions never depend on each other):
+
+* invalid → ``rejected:<reason>`` (:mod:`rekap.contract`);
+* ``(ikm_id, sale_id)`` seen before → ``duplicate:sale_id`` if event, amount, kind
+  and ``refund_of`` are equal, else ``rejected:sale_id_conflict``;
+* a refund whose target is not a booked sale of the same IKM →
+  ``rejected:unknown_refund_target``; of another event or itself a refund →
+  ``rejected:refund_mismatch``; taking back more rupiah or units than are left →
+  ``rejected:refund_exceeds_sale``;
+* otherwise ``applied``: the event and every ancestor (:meth:`Registry.chain`),
+  for the event and for the IKM, add a sale / subtract a refund. **A refund is
+  booked on its sale's channel and local day**, whatever its own say, so a day's
+  or a channel's net never goes below zero and a day closes with its own sales.
 
 Only the *defended* numbers are modelled: every integer field of the totals
 and day hashes, the leaderboards and the per-tree ``stats`` identity. The
@@ -16,11 +33,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from rekap.contract import Reason, Sale
 from rekap.names import Keys, channel_field, day_field
+from rekap.records import ConsumedRecord, classify
 from rekap.registry import Registry
-from streams.batch import ConsumedRecord, classify
+
+#: Fields of a totals hash that depend on batching or wall-clock time, not on the ledger.
+BOOKKEEPING_FIELDS: Final = frozenset({"version", "as_of", "last_sale_at", "last_sale_id",
+                                       "last_amount_idr"})
 
 
 @dataclass
@@ -157,3 +179,14 @@ def fold(records: Iterable[ConsumedRecord], registry: Registry, keys: Keys,
         reason = planned.rejection.reason if planned.rejection is not None else None
         ledger.apply(root, planned.sale, reason, registry)
     return ledger
+
+
+def fold_sent(records: Iterable[tuple[bytes | None, bytes | None]], registry: Registry,
+              keys: Keys) -> Ledger:
+    """Fold ``(key, value)`` records in the order they were sent (one producer's stream).
+
+    Equal to the topic's fold partition by partition, since every decision depends
+    only on the order of records with the same key.
+    """
+    return fold((ConsumedRecord("", 0, offset, key, value)
+                 for offset, (key, value) in enumerate(records)), registry, keys)
