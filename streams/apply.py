@@ -31,13 +31,11 @@ causes it and rejects just that one (``internal_error``).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.resources import files
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import DataError, RedisError, ResponseError
@@ -45,26 +43,14 @@ from redis.exceptions import DataError, RedisError, ResponseError
 from rekap.contract import Reason, Sale
 from rekap.errors import RedisLostWrites, RedisUnavailable
 from rekap.names import Keys
+from rekap.records import ConsumedRecord, PlannedRecord, internal_error
 from rekap.redisconn import unavailable
 from rekap.settings import Settings
-from streams.batch import (
-    HEADER_ARGS,
-    BatchPlan,
-    ConsumedRecord,
-    PlannedRecord,
-    RootGroup,
-    build_group,
-    internal_error,
-)
+from streams.batch import BatchPlan, RootGroup, build_group
+from streams.script import NO_FENCES, decode_reply, fence_args, script_source, wire_args
+from streams.totals import TotalsSnapshot
 
 log = logging.getLogger(__name__)
-
-SCRIPT_NAME = "apply_batch.lua"
-
-
-def script_source() -> str:
-    return files("streams").joinpath("lua", SCRIPT_NAME).read_text(encoding="utf-8")
-
 
 Status = Literal["applied", "duplicate", "rejected"]
 
@@ -85,24 +71,6 @@ class Outcome:
     @property
     def label(self) -> str:
         return self.status if self.status == "applied" else f"{self.status}:{self.cause}"
-
-
-@dataclass(frozen=True)
-class TotalsSnapshot:
-    """Absolute contents of one totals hash after a script call."""
-
-    scope: Literal["event", "ikm"]
-    root: str
-    event_id: str
-    ikm_id: str | None
-    values: dict[str, str]
-
-    @property
-    def version(self) -> int:
-        return int(self.values.get("version", 0))
-
-    def integer(self, name: str) -> int:
-        return int(self.values.get(name, 0))
 
 
 @dataclass
@@ -233,7 +201,8 @@ class Applier:
         a fence fell back, and :class:`CallFailed` for any other failure.
         """
         try:
-            raw = await self._script(keys=group.keys, args=wire_args(group, as_of, fences))
+            raw = await self._script(keys=group.keys,
+                                    args=wire_args(group.header, group.fields, as_of, fences))
             return decode_result(group, raw)
         except RedisLostWrites:
             raise
@@ -252,9 +221,9 @@ class Applier:
             raise exc
         regroup = functools.partial(build_group, group.root, registry=plan.registry,
                                     keys=self.keys, ticker_length=plan.ticker_length,
-                                    topic=group.argv[0])
+                                    topic=group.topic)
         try:  # the same call without records: if that fails too, no record is to blame
-            await self.call(regroup([]), as_of, "[]")
+            await self.call(regroup([]), as_of, NO_FENCES)
         except CallFailed as again:
             raise RedisUnavailable(
                 f"the apply script fails for tree {group.root} even without records: "
@@ -270,7 +239,7 @@ class Applier:
             records = pending.pop(0)
             sub = regroup(records)
             try:
-                results.append(await self.call(sub, as_of, "[]"))
+                results.append(await self.call(sub, as_of, NO_FENCES))
                 continue
             except CallFailed as failed:
                 if len(records) > 1:
@@ -281,52 +250,20 @@ class Applier:
                 log.error("record %s rejected as internal_error: %s: %s",
                           bad.record.coordinates, type(failed.error).__name__, failed.error)
                 rejected = PlannedRecord(bad.record, rejection=internal_error(failed.error))
-                results.append(await self.call(regroup([rejected]), as_of, "[]"))
+                results.append(await self.call(regroup([rejected]), as_of, NO_FENCES))
         results.append(await self.call(regroup([]), as_of, fences))
         return results
 
 
-def fence_args(root: str, partitions: Mapping[int, int], expected: Fences) -> str:
-    """ARGV[8]: partition, expected fence, batch end — for every partition of the batch."""
-    flat: list[str] = []
-    for partition, end in partitions.items():
-        flat += [str(partition), str(expected.get((root, partition), -1)), str(end)]
-    return _encode_fields(flat)
-
-
-#: ARGV values of a group that stay separate; the rest (the records' fields) travel as one JSON
-#: array. Every field is a string, so cjson in the script gives back exactly these strings.
-_HEAD = HEADER_ARGS - 1
-_encode_fields = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-def wire_args(group: RootGroup, as_of: str, fences: str = "[]") -> list[str]:
-    """The script's ARGV: ``as_of``, the group's header, its records' fields as one JSON array,
-    then ``fences`` (:func:`fence_args`).
-
-    One value instead of :data:`~streams.batch.RECORD_ARGS` per record: redis-py
-    packs each ARGV value in Python, the JSON array is encoded in C.
-    """
-    argv = group.argv
-    return [as_of, *argv[:_HEAD], _encode_fields(argv[_HEAD:]), fences]
-
-
 def decode_result(group: RootGroup, raw: bytes | str) -> GroupResult:
-    """Read the script's reply: one JSON document (see the script's header)."""
-    doc = json.loads(raw)
-    if isinstance(doc, dict):
-        lost = doc["lost"]
-        raise RedisLostWrites({(group.root, int(p)): int(f)
-                               for p, f in zip(lost[::2], lost[1::2], strict=True)})
-    flat, ev_totals, pair_totals, fences = doc
-    # cjson encodes an empty Lua table as an object.
-    flat = flat or []
-    ev_totals = ev_totals or [{}] * len(group.events)
-    pair_totals = pair_totals or [{}] * len(group.pairs)
+    """The script's reply to ``group``'s call, as outcomes, totals snapshots and fences."""
+    reply = decode_reply(raw, group.root, len(group.events), len(group.pairs))
+    flat = reply.outcomes
     outcomes: list[Outcome] = []
     for i, planned in enumerate(group.records):
         label, detail = flat[2 * i], flat[2 * i + 1]
-        status, _, cause = label.partition(":")
+        head, _, cause = label.partition(":")
+        status = cast(Status, head)
         dead: tuple[Reason, str] | None = None
         if planned.rejection is not None:
             # Rejected before Redis: the dead letter is (re-)sent on every delivery.
@@ -339,17 +276,10 @@ def decode_result(group: RootGroup, raw: bytes | str) -> GroupResult:
             dead = (Reason(reason), why)
         outcomes.append(Outcome(planned.record, status, cause, detail,
                                 planned.sale, dead))
-    totals: list[TotalsSnapshot] = []
-    for event_id, values in zip(group.events, ev_totals, strict=True):
-        if values:
-            totals.append(TotalsSnapshot("event", group.root, event_id, None, _pairs(values)))
-    for (event_id, ikm_id), values in zip(group.pairs, pair_totals, strict=True):
-        if values:
-            totals.append(TotalsSnapshot("ikm", group.root, event_id, ikm_id, _pairs(values)))
-    fence_map = {int(p): int(f) for p, f in zip((fences or [])[::2], (fences or [])[1::2],
-                                                strict=True)}
-    return GroupResult(group.root, outcomes, totals, fence_map)
-
-
-def _pairs(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+    totals = [TotalsSnapshot("event", group.root, event_id, None, values)
+              for event_id, values in zip(group.events, reply.event_totals, strict=True)
+              if values]
+    totals += [TotalsSnapshot("ikm", group.root, event_id, ikm_id, values)
+               for (event_id, ikm_id), values in zip(group.pairs, reply.pair_totals, strict=True)
+               if values]
+    return GroupResult(group.root, outcomes, totals, reply.fences)

@@ -31,23 +31,10 @@ the batch get a fence-only group (``fence_roots``), so after each applied batch
 all trees' fences agree, and the lowest fence of a partition over all trees is
 where the ledger must resume (:mod:`streams.progress`).
 
-ARGV of one group (the apply prepends ``as_of`` as ``ARGV[1]``; ``ARGV[8]``, the
-partitions' expected and new fences, is added at apply time too)::
-
-    ARGV[2] topic   ARGV[3] ticker length   ARGV[4] E = number of events
-    ARGV[5] P = number of (event, ikm) pairs   ARGV[6] N = number of records
-    then N × RECORD_ARGS values per record, in this order:
-      partition, offset, op ('s' sale | 'r' refund | 'x' rejected before Redis),
-      sale_id, ikm_id, event_id, channel, day (YYYY-MM-DD, local), amount_idr,
-      quantity, refund_of ('' if none), chain event indexes (csv, 0-based),
-      chain pair indexes (csv, parallel), ticker JSON (or the reason for 'x'),
-      occurred_at
-
-KEYS of one group::
-
-    1 fence  2 stats  3 sales  4 rejects
-    5 + 4e … 8 + 4e      event e: totals, days, board, ticker
-    5 + 4E + 2i, +1      pair i (event, ikm): totals, days
+The layout of KEYS and ARGV, and the packing of each record, are
+:mod:`streams.script`'s. KEYS of one group: fence, stats, sales, rejects, then
+per event of the group its totals, days, board and ticker, then per (event, ikm)
+pair its totals and days.
 """
 
 from __future__ import annotations
@@ -55,47 +42,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
 
-from rekap.contract import Reason, Rejection, Sale, decode_object, sale_from_object
+from rekap.contract import Rejection, Sale
 from rekap.names import TICKER_LENGTH, Keys
+from rekap.records import UNROUTED, ConsumedRecord, PlannedRecord, classify, internal_error
 from rekap.registry import Registry
-
-#: The pseudo-root of records whose event cannot be resolved.
-UNROUTED: Final = "_unrouted"
-#: Values per record in ARGV (see the module docstring).
-RECORD_ARGS: Final = 15
-#: ARGV values before the first record, ``as_of`` included.
-HEADER_ARGS: Final = 6
-#: Fields of a packed record in the ``sales`` hash (field ``<ikm_id>|<sale_id>``), joined by ``|``
-#: (ids never hold ``|``).
-#: ``channel`` and ``day`` of a refund are those of the sale it refunds (where it was booked).
-SALE_RECORD_FIELDS: Final = ("ikm_id", "event_id", "channel", "day", "amount_idr", "quantity",
-                             "refunded_idr", "refunded_quantity", "kind", "refund_of")
-
-
-@dataclass(frozen=True)
-class ConsumedRecord:
-    """One record as read from the sales topic."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int | None = None
-
-    @property
-    def coordinates(self) -> str:
-        """``<topic>/<partition>/<offset>``: the dead-letter key and the ``rejects`` field."""
-        return f"{self.topic}/{self.partition}/{self.offset}"
-
-
-@dataclass(frozen=True)
-class PlannedRecord:
-    record: ConsumedRecord
-    sale: Sale | None = None
-    rejection: Rejection | None = None
+from streams.script import pack_rejected, pack_sale
 
 
 @dataclass
@@ -103,14 +55,16 @@ class RootGroup:
     """Everything the script needs for one tree of one batch."""
 
     root: str
+    topic: str
     records: list[PlannedRecord]
     events: tuple[str, ...]
     pairs: tuple[tuple[str, str], ...]
+    #: The script's KEYS (see :mod:`streams.script`).
     keys: list[str]
-    argv: list[str]
-    #: Totals hash key of each event in :attr:`events`, and of each pair in :attr:`pairs`.
-    event_totals_keys: dict[str, str] = field(default_factory=dict)
-    ikm_totals_keys: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: ARGV[2..6]: topic, ticker length, number of events, of pairs, of records.
+    header: tuple[str, ...]
+    #: The records packed by :mod:`streams.script`, ``len(RECORD_FIELDS)`` values each.
+    fields: list[str]
 
 
 @dataclass
@@ -126,25 +80,6 @@ class BatchPlan:
     #: What the plan was made with, so a group can be planned again in parts.
     registry: Registry | None = None
     ticker_length: int = TICKER_LENGTH
-
-
-def classify(record: ConsumedRecord, registry: Registry) -> tuple[str, PlannedRecord]:
-    """Validate one record and find its root; never raises on bad input.
-
-    The value is decoded once: an invalid record whose ``event_id`` still names a
-    registered event is fenced and counted in that event's tree, any other in
-    :data:`UNROUTED`.
-    """
-    data = decode_object(record.value)
-    if isinstance(data, Rejection):
-        return UNROUTED, PlannedRecord(record, rejection=data)
-    result = sale_from_object(data, registry, record.key)
-    if isinstance(result, Sale):
-        return registry.root(result.event_id), PlannedRecord(record, sale=result)
-    event_id = data.get("event_id")
-    root = registry.root(event_id) if isinstance(event_id, str) and event_id in registry.events \
-        else UNROUTED
-    return root, PlannedRecord(record, rejection=result)
 
 
 #: One encoder for every ticker entry (``json.dumps`` with options builds a new one per call).
@@ -196,11 +131,6 @@ def plan_batch(records: Iterable[ConsumedRecord], registry: Registry, keys: Keys
                      starts=starts, registry=registry, ticker_length=ticker_length)
 
 
-def internal_error(exc: BaseException) -> Rejection:
-    """The rejection of a record that made rekap itself fail (a bug): reason and exception text."""
-    return Rejection(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:500])
-
-
 def build_group(root: str, planned: Sequence[PlannedRecord], registry: Registry, keys: Keys,
                 ticker_length: int = TICKER_LENGTH, *, topic: str | None = None) -> RootGroup:
     """The script call of one tree: its records' fields packed, its KEYS listed.
@@ -217,8 +147,8 @@ def build_group(root: str, planned: Sequence[PlannedRecord], registry: Registry,
     pair_index: dict[tuple[str, str], int] = {}
     # (event_id, ikm_id) -> the two csv index lists of its chain; few distinct per batch.
     chain_csv: dict[tuple[str, str], tuple[str, str]] = {}
-    record_args: list[str] = []
-    extend = record_args.extend
+    fields: list[str] = []
+    extend = fields.extend
     for i, p in enumerate(planned):
         r = p.record
         sale = p.sale
@@ -234,18 +164,13 @@ def build_group(root: str, planned: Sequence[PlannedRecord], registry: Registry,
                     csv = chain_csv[slot] = (",".join(map(str, ev_idx)),
                                              ",".join(map(str, pr_idx)))
                 occurred_at = sale.occurred_at.isoformat()
-                extend((
-                    str(r.partition), str(r.offset), "s" if sale.kind == "sale" else "r",
-                    sale.sale_id, sale.ikm_id, sale.event_id, sale.channel, sale.day.isoformat(),
-                    str(sale.amount_idr), str(sale.quantity), sale.refund_of or "", csv[0],
-                    csv[1], ticker_entry(sale, occurred_at), occurred_at,
-                ))
+                extend(pack_sale(r.partition, r.offset, sale, csv[0], csv[1],
+                                 ticker_entry(sale, occurred_at), occurred_at))
                 continue
             except Exception as exc:  # a bug, not the input: reject this record only
                 p = planned[i] = PlannedRecord(r, rejection=internal_error(exc))
         assert p.rejection is not None
-        extend((str(r.partition), str(r.offset), "x", "", "", "", "", "", "0", "0", "",
-                "", "", str(p.rejection.reason), ""))
+        extend(pack_rejected(r.partition, r.offset, str(p.rejection.reason)))
     events = tuple(event_index)
     pairs = tuple(pair_index)
     key_list = [keys.fence(root, topic), keys.stats(root), keys.sales(root), keys.rejects(root)]
@@ -254,9 +179,6 @@ def build_group(root: str, planned: Sequence[PlannedRecord], registry: Registry,
                      keys.ticker(root, e)]
     for e, ikm in pairs:
         key_list += [keys.ikm_totals(root, e, ikm), keys.ikm_days(root, e, ikm)]
-    argv = [topic, str(ticker_length), str(len(events)), str(len(pairs)), str(len(planned))]
-    argv += record_args
-    return RootGroup(
-        root=root, records=planned, events=events, pairs=pairs, keys=key_list, argv=argv,
-        event_totals_keys={e: keys.event_totals(root, e) for e in events},
-        ikm_totals_keys={(e, ikm): keys.ikm_totals(root, e, ikm) for e, ikm in pairs})
+    header = (topic, str(ticker_length), str(len(events)), str(len(pairs)), str(len(planned)))
+    return RootGroup(root=root, topic=topic, records=planned, events=events, pairs=pairs,
+                     keys=key_list, header=header, fields=fields)

@@ -83,13 +83,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
 from rekap.names import CHANNEL_FIELDS, CHANNELS, TOTAL_FIELDS, Keys, channel_field, totals_key
+from rekap.redisconn import unavailable
 from rekap.settings import Settings
-from streams.apply import TotalsSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,24 @@ SCHEMA: Final = "rekap.totals.v1"
 
 #: A totals message's place: (topic, Kafka key).
 Slot = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class TotalsSnapshot:
+    """Absolute contents of one totals hash after a script call."""
+
+    scope: Literal["event", "ikm"]
+    root: str
+    event_id: str
+    ikm_id: str | None
+    values: dict[str, str]
+
+    @property
+    def version(self) -> int:
+        return int(self.values.get("version", 0))
+
+    def integer(self, name: str) -> int:
+        return int(self.values.get(name, 0))
 
 
 @dataclass(frozen=True)
@@ -238,9 +259,6 @@ class Settler:
         """The hashes to read in the next pass."""
         return list(self._dirty.values())
 
-    def dirty(self) -> int:
-        return len(self._dirty)
-
     def plan(self, current: Iterable[tuple[TotalsRef, dict[str, str]]]) -> list[TotalsMessage]:
         """Given the hashes just read (after every earlier send was acked): what to send.
 
@@ -270,3 +288,17 @@ class Settler:
                             slot, snap.version, last)
                 del self._dirty[slot]
         return out
+
+
+async def read_totals(client: aioredis.Redis, keys: Keys, refs: Sequence[TotalsRef],
+                      settings: Settings) -> list[tuple[TotalsRef, dict[str, str]]]:
+    """Each ref with its totals hash as Redis holds it now (one pipeline round trip)."""
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for ref in refs:
+                pipe.hgetall(ref.redis_key(keys))
+            hashes = await pipe.execute()
+    except RedisError as exc:
+        raise unavailable(settings, exc, "re-reading totals to settle") from exc
+    return [(ref, {k.decode(): v.decode() for k, v in h.items()})
+            for ref, h in zip(refs, hashes, strict=True)]

@@ -1,7 +1,8 @@
 -- apply_batch.lua: apply one batch of one event tree, atomically.
 --
--- KEYS and ARGV are laid out by streams/batch.py (see its docstring); the
--- caller is streams/apply.py. For each record, in order:
+-- KEYS and ARGV are laid out by streams/script.py (see its docstring), which
+-- also writes the record and sale field indexes (NF, R_*, S_*) in place of the
+-- "@layout" line below; the caller is streams/apply.py. For each record, in order:
 --   offset <= fence[partition]           -> duplicate:offset (a re-delivery)
 --   rejected before Redis (op 'x')       -> rejected:<reason>
 --   (ikm, sale_id) already in the sales hash
@@ -24,7 +25,7 @@
 -- order within one partition, never on how partitions interleave (and
 -- `rekap reconcile`'s partition-by-partition fold reaches the same result).
 -- ARGV[7] is the records' fields as one JSON array of strings (cjson-decoded
--- here: one ARGV value instead of 15 per record).
+-- here: one ARGV value instead of NF per record).
 -- ARGV[8] is a JSON array of strings, three per partition of the batch:
 -- partition, expected fence, batch end. Progress lives with the data: before
 -- anything is written, each partition's fence must be at least the fence the
@@ -40,7 +41,7 @@
 -- HGETALL arrays], [totals of pair 0..P-1], [partition, fence, ...]] (an empty
 -- array may come back as {}).
 
-local NF = 15
+-- @layout
 local as_of = ARGV[1]
 local topic = ARGV[2]
 local ticker_len = tonumber(ARGV[3])
@@ -95,6 +96,15 @@ local last_sale = {}   -- ikm totals key -> {at, id, amount}
 local stats = {}
 local fences = {}
 local new_fence = {}
+
+local function table_in(parent, key)
+  local t = parent[key]
+  if t == nil then
+    t = {}
+    parent[key] = t
+  end
+  return t
+end
 
 local function fields_of(key)
   local t = deltas[key]
@@ -155,11 +165,11 @@ do  -- read every sale_id and refund target the unfenced records name, at once
   local want, seen = {}, {}
   for r = 0, n_records - 1 do
     local b = r * NF
-    if A[b + 3] ~= "x" and tonumber(A[b + 2]) > fence_of(A[b + 1]) then
-      local id = sale_field(A[b + 5], A[b + 4])
+    if A[b + R_OP] ~= "x" and tonumber(A[b + R_OFFSET]) > fence_of(A[b + R_PARTITION]) then
+      local id = sale_field(A[b + R_IKM_ID], A[b + R_SALE_ID])
       if not seen[id] then seen[id] = true; want[#want + 1] = id end
-      if A[b + 3] == "r" then
-        id = sale_field(A[b + 5], A[b + 11])
+      if A[b + R_OP] == "r" then
+        id = sale_field(A[b + R_IKM_ID], A[b + R_REFUND_OF])
         if not seen[id] then seen[id] = true; want[#want + 1] = id end
       end
     end
@@ -223,10 +233,10 @@ local function book_day(k, is_sale, signed, amount, qty, d)
 end
 
 local function apply_sale(b, op)
-  local sale_id, ikm, event = A[b + 4], A[b + 5], A[b + 6]
-  local channel, day = A[b + 7], A[b + 8]
-  local amount, qty = tonumber(A[b + 9]), tonumber(A[b + 10])
-  local refund_of = A[b + 11]
+  local sale_id, ikm, event = A[b + R_SALE_ID], A[b + R_IKM_ID], A[b + R_EVENT_ID]
+  local channel, day = A[b + R_CHANNEL], A[b + R_DAY]
+  local amount, qty = tonumber(A[b + R_AMOUNT_IDR]), tonumber(A[b + R_QUANTITY])
+  local refund_of = A[b + R_REFUND_OF]
   local is_sale = op == "s"
   local kind = is_sale and "sale" or "refund"
 
@@ -234,11 +244,13 @@ local function apply_sale(b, op)
   local existing = sale_of(field)
   if existing then
     local e = split(existing, "|")
-    if e[2] == event and tonumber(e[5]) == amount and e[9] == kind and e[10] == refund_of then
+    if e[S_EVENT_ID] == event and tonumber(e[S_AMOUNT_IDR]) == amount and e[S_KIND] == kind
+        and e[S_REFUND_OF] == refund_of then
       return "duplicate:sale_id", "sale_id " .. sale_id .. " was applied before"
     end
     return "rejected:sale_id_conflict", "sale_id " .. sale_id .. " of " .. ikm
-      .. " is already used by a " .. e[9] .. " in " .. e[2] .. " for " .. e[5] .. " IDR"
+      .. " is already used by a " .. e[S_KIND] .. " in " .. e[S_EVENT_ID] .. " for "
+      .. e[S_AMOUNT_IDR] .. " IDR"
   end
 
   if not is_sale then
@@ -249,30 +261,34 @@ local function apply_sale(b, op)
         .. " is not an applied sale of " .. ikm
     end
     local s = split(target, "|")
-    if s[9] ~= "sale" or s[2] ~= event then
-      return "rejected:refund_mismatch", "refund_of " .. refund_of .. " is a " .. s[9] .. " of "
-        .. ikm .. " in " .. s[2] .. ", not a sale in " .. event
+    if s[S_KIND] ~= "sale" or s[S_EVENT_ID] ~= event then
+      return "rejected:refund_mismatch", "refund_of " .. refund_of .. " is a " .. s[S_KIND]
+        .. " of " .. ikm .. " in " .. s[S_EVENT_ID] .. ", not a sale in " .. event
     end
-    local refunded = tonumber(s[7]) + amount
-    local refunded_qty = tonumber(s[8]) + qty
-    if refunded > tonumber(s[5]) or refunded_qty > tonumber(s[6]) then
+    local refunded = tonumber(s[S_REFUNDED_IDR]) + amount
+    local refunded_qty = tonumber(s[S_REFUNDED_QUANTITY]) + qty
+    if refunded > tonumber(s[S_AMOUNT_IDR]) or refunded_qty > tonumber(s[S_QUANTITY]) then
       return "rejected:refund_exceeds_sale", "refunds of " .. refund_of .. " would total "
-        .. fmt(refunded) .. " IDR / " .. fmt(refunded_qty) .. " units, the sale was " .. s[5]
-        .. " IDR / " .. s[6] .. " units"
+        .. fmt(refunded) .. " IDR / " .. fmt(refunded_qty) .. " units, the sale was "
+        .. s[S_AMOUNT_IDR] .. " IDR / " .. s[S_QUANTITY] .. " units"
     end
-    s[7] = fmt(refunded)
-    s[8] = fmt(refunded_qty)
+    s[S_REFUNDED_IDR] = fmt(refunded)
+    s[S_REFUNDED_QUANTITY] = fmt(refunded_qty)
     put_sale(target_field, table.concat(s, "|"))
     -- A refund is booked where its sale was: the sale's channel and local day.
-    channel, day = s[3], s[4]
+    channel, day = s[S_CHANNEL], s[S_DAY]
   end
-  put_sale(field, table.concat(
-    {ikm, event, channel, day, fmt(amount), fmt(qty), "0", "0", kind, refund_of}, "|"))
+  local booked = {}
+  booked[S_IKM_ID], booked[S_EVENT_ID], booked[S_CHANNEL], booked[S_DAY] = ikm, event, channel, day
+  booked[S_AMOUNT_IDR], booked[S_QUANTITY] = fmt(amount), fmt(qty)
+  booked[S_REFUNDED_IDR], booked[S_REFUNDED_QUANTITY] = "0", "0"
+  booked[S_KIND], booked[S_REFUND_OF] = kind, refund_of
+  put_sale(field, table.concat(booked, "|"))
 
-  local evs, prs = ints(A[b + 12]), ints(A[b + 13])
+  local evs, prs = ints(A[b + R_CHAIN_EVENTS]), ints(A[b + R_CHAIN_PAIRS])
   local ch, d = channel_names(channel), day_fields(day)
   local signed = is_sale and amount or -amount
-  local ticker_json = A[b + 14]
+  local ticker_json = A[b + R_TICKER]
   for j = 1, #evs do
     local eb = EV0 + 4 * evs[j]
     local pb = PAIR0 + 2 * prs[j]
@@ -280,22 +296,12 @@ local function apply_sale(b, op)
     book_totals(KEYS[pb], is_sale, signed, amount, qty, ch)
     book_day(KEYS[eb + 1], is_sale, signed, amount, qty, d)
     book_day(KEYS[pb + 1], is_sale, signed, amount, qty, d)
-    local bk = KEYS[eb + 2]
-    local members = board[bk]
-    if members == nil then
-      members = {}
-      board[bk] = members
-    end
+    local members = table_in(board, KEYS[eb + 2])
     members[ikm] = (members[ikm] or 0) + signed
-    local tk = KEYS[eb + 3]
-    local list = tickers[tk]
-    if list == nil then
-      list = {}
-      tickers[tk] = list
-    end
+    local list = table_in(tickers, KEYS[eb + 3])
     list[#list + 1] = ticker_json
     if is_sale then
-      last_sale[KEYS[pb]] = { A[b + 15], sale_id, amount }
+      last_sale[KEYS[pb]] = { A[b + R_OCCURRED_AT], sale_id, amount }
     end
   end
   return "applied", ""
@@ -304,7 +310,7 @@ end
 local outcomes = {}
 for r = 0, n_records - 1 do
   local b = r * NF
-  local part, off_text, op = A[b + 1], A[b + 2], A[b + 3]
+  local part, off_text, op = A[b + R_PARTITION], A[b + R_OFFSET], A[b + R_OP]
   local off = tonumber(off_text)
   local outcome, detail
   if off <= fence_of(part) then
@@ -313,7 +319,7 @@ for r = 0, n_records - 1 do
   else
     if (new_fence[part] or -1) < off then new_fence[part] = off end
     if op == "x" then
-      outcome, detail = "rejected:" .. A[b + 14], ""
+      outcome, detail = "rejected:" .. A[b + R_TICKER], ""
     else
       outcome, detail = apply_sale(b, op)
       if ssub(outcome, 1, 9) == "rejected:" then
@@ -350,14 +356,14 @@ for _, key in ipairs(delta_order) do
   if changed[key] then
     call("HINCRBY", key, "version", 1)
     local args = { "as_of", as_of }
-    local s = last_sale[key]
-    if s then
+    local last = last_sale[key]
+    if last then
       args[#args + 1] = "last_sale_at"
-      args[#args + 1] = s[1]
+      args[#args + 1] = last[1]
       args[#args + 1] = "last_sale_id"
-      args[#args + 1] = s[2]
+      args[#args + 1] = last[2]
       args[#args + 1] = "last_amount_idr"
-      args[#args + 1] = fmt(s[3])
+      args[#args + 1] = fmt(last[3])
     end
     call("HSET", key, unpack(args))
   end

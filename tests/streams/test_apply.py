@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 import redis
 
+from producers.simulator.synthetic import generate
 from rekap.names import Keys
+from rekap.records import ConsumedRecord
 from rekap.redisconn import connect
 from rekap.registry import Registry, load_registry
 from rekap.settings import DEFAULT_REGISTRY, Settings
 from streams.apply import Applier, BatchResult
-from streams.batch import ConsumedRecord, plan_batch
+from streams.batch import plan_batch
 from tests.streams.truth import assert_matches, redis_totals, stats
-from tests.support.salesgen import generate
 
 pytestmark = pytest.mark.integration
 ROOT = "lagawi-2022"

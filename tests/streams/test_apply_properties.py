@@ -38,14 +38,15 @@ import redis
 from hypothesis import HealthCheck, event, given
 from hypothesis import settings as hypothesis_settings
 
-from consumers.ledger import Ledger
 from consumers.reconcile import BOOKKEEPING_FIELDS, compare, parse_key, snapshot
+from rekap.ledger import Ledger
 from rekap.names import Keys
+from rekap.records import ConsumedRecord, classify
 from rekap.redisconn import connect
 from rekap.registry import Registry, load_registry
 from rekap.settings import DEFAULT_REGISTRY, Settings
 from streams.apply import Applier, BatchResult
-from streams.batch import BatchPlan, ConsumedRecord, classify, plan_batch
+from streams.batch import BatchPlan, plan_batch
 from tests.support.ledger_strategies import (
     EVENTS,
     IKMS,
@@ -169,7 +170,7 @@ class Run:
             event(label)  # --hypothesis-show-statistics lists what the examples covered
         event(f"replayed records: {sum(len(v) > 1 for v in self.outcomes.values()) > 0}")
         # 1. every totals/day hash, board and stats counter equals the fold.
-        trees = snapshot(self.client, self.settings)
+        trees = snapshot(self.client, Keys(self.settings.redis_prefix), self.settings.topic_sales)
         assert compare(ledger, trees) == []
         assert {parse_key(k, keys)[0] for k in ledger.hashes} <= {ROOT}  # type: ignore[index]
         for root, tree in trees.items():
