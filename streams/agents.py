@@ -11,7 +11,7 @@ record's partition and offset are at hand):
    refusing to write if Redis lost writes since the worker last looked;
 4. send every rejection to the dead-letter topic and wait for the broker's acks;
 5. publish the touched totals (absolute, versioned) and wait for the acks;
-6. count it in the metrics.
+6. count it in the metrics (:func:`streams.metrics.observe_batch`).
 
 Besides the batches, two timers: a progress check (every
 ``REKAP_PROGRESS_CHECK_S``) notices a Redis that lost writes while no sale
@@ -40,24 +40,23 @@ the committed offsets, the lag hint, do not run past them.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from rekap.errors import KafkaUnavailable, RedisLostWrites, RedisUnavailable
 from rekap.names import Keys
+from rekap.records import ConsumedRecord
 from rekap.redisconn import unavailable
 from rekap.registry import Registry, RegistrySource
 from rekap.settings import Settings
 from streams import metrics
-from streams.apply import Applier, BatchResult, TotalsSnapshot
-from streams.batch import BatchPlan, ConsumedRecord, plan_batch
-from streams.deadletter import dead_letter_value
+from streams.apply import Applier, BatchResult
+from streams.batch import BatchPlan, plan_batch
+from streams.deadletter import dead_letter_messages
 from streams.progress import (
     LedgerReader,
     Progress,
@@ -66,15 +65,19 @@ from streams.progress import (
     mark_recovering,
     read_fences,
 )
-from streams.totals import Settler, TotalsMessage, TotalsRef, VersionGate, coalesce
+from streams.retry import BATCH_BACKOFF, cause
+from streams.totals import (
+    Settler,
+    TotalsMessage,
+    TotalsRef,
+    TotalsSnapshot,
+    VersionGate,
+    coalesce,
+    read_totals,
+)
 
 log = logging.getLogger(__name__)
 
-#: Backoff between retries of a batch that could not be applied or published:
-#: starts small (a Redis failover takes about a second), doubles, and caps so a
-#: recovered stack is noticed within seconds.
-RETRY_FIRST_S = 0.2
-RETRY_MAX_S = 5.0
 #: Seconds to wait for the broker to acknowledge one batch of sends.
 SEND_TIMEOUT_S = 30.0
 #: Longest the final settle pass may hold up a graceful shutdown.
@@ -95,7 +98,7 @@ class Pipeline:
         self.app = app
         self.settings = settings
         self.keys = Keys(settings.redis_prefix)
-        self.registry = RegistrySource(settings.registry_path, settings.booth_tokens_path)
+        self.registry = RegistrySource(settings.registry_path)
         self.gate = VersionGate()
         self.settler = Settler(self.gate, settings)
         self.progress = Progress()
@@ -121,37 +124,38 @@ class Pipeline:
         metrics.RECORDS_CONSUMED.inc(len(records))
         registry = self.registry.current()
         plan = plan_batch(records, registry, self.keys, fence_roots=known_roots(registry))
-        delay = RETRY_FIRST_S
         try:
-            while True:
-                try:
-                    result = await self.run(plan, registry)
-                    break
-                except RedisLostWrites as exc:
-                    self.lost(exc)
-                    continue  # no backoff: read the fences again and replay the gap now
-                except RedisUnavailable as exc:
-                    metrics.REDIS_ERRORS.labels("apply").inc()
-                    log.warning("batch of %d not applied, retrying in %.1fs: %s",
-                                len(records), delay, exc)
-                except KafkaUnavailable as exc:
-                    log.warning("batch of %d not (fully) published, retrying in %.1fs: %s",
-                                len(records), delay, exc)
-                except Exception:
-                    # A bug, not an outage, and not one record's fault: never drop the batch.
-                    metrics.INTERNAL_ERRORS.labels("batch").inc()
-                    log.exception("batch of %d failed unexpectedly, retrying in %.1fs",
-                                  len(records), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+            result = await self.run_until_done(plan, registry)
         except asyncio.CancelledError:
             withhold_acks(events)
             raise
         try:
-            self.observe(result, records)
+            metrics.observe_batch(result, records)
         except Exception:  # metrics must never cost the batch (it is applied already)
             metrics.INTERNAL_ERRORS.labels("observe").inc()
             log.exception("counting a batch in the metrics failed")
+
+    async def run_until_done(self, plan: BatchPlan, registry: Registry) -> BatchResult:
+        """:meth:`run` the same plan until it succeeds; never drop it (see the module doc)."""
+        failures = 0
+        while True:
+            try:
+                return await self.run(plan, registry)
+            except RedisLostWrites as exc:
+                self.lost(exc)
+                continue  # no backoff: read the fences again and replay the gap now
+            except Exception as exc:
+                failures += 1
+                wait_s = BATCH_BACKOFF.wait_s(failures)
+                why = cause(exc)
+                if why == "redis":
+                    metrics.REDIS_ERRORS.labels("apply").inc()
+                elif why == "internal":  # a bug, and not one record's fault
+                    metrics.INTERNAL_ERRORS.labels("batch").inc()
+                # Kafka failures are counted where they are raised (_send_all).
+                log.warning("batch of %d not done (%s), retrying in %.1fs: %r", plan.size, why,
+                            wait_s, exc, exc_info=why == "internal")
+            await asyncio.sleep(wait_s)
 
     async def run(self, plan: BatchPlan, registry: Registry) -> BatchResult:
         async with self._progress_lock:
@@ -282,10 +286,8 @@ class Pipeline:
         dead = result.dead_letters()
         if not dead:
             return
-        rejected_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        sends = [(self.settings.topic_dead_letter, o.record.coordinates.encode(),
-                  json.dumps(dead_letter_value(o, rejected_at), ensure_ascii=False).encode())
-                 for o in dead]
+        topic = self.settings.topic_dead_letter
+        sends = [(topic, key, value) for key, value in dead_letter_messages(dead)]
         await self._send_all(sends, "dead_letter")
         metrics.DEAD_LETTERS_PUBLISHED.inc(len(sends))
 
@@ -322,17 +324,11 @@ class Pipeline:
             refs = self.settler.pending()
             if not refs:
                 return 0
-            client = self.applier.client
             try:
-                async with client.pipeline(transaction=False) as pipe:
-                    for ref in refs:
-                        pipe.hgetall(ref.redis_key(self.keys))
-                    hashes = await pipe.execute()
-            except RedisError as exc:
+                current = await read_totals(self.applier.client, self.keys, refs, self.settings)
+            except RedisUnavailable:
                 metrics.REDIS_ERRORS.labels("totals_settle").inc()
-                raise unavailable(self.settings, exc, "re-reading totals to settle") from exc
-            current = [(ref, {k.decode(): v.decode() for k, v in h.items()})
-                       for ref, h in zip(refs, hashes, strict=True)]
+                raise
             messages = self.settler.plan(current)
             if messages:
                 await self._send_totals(messages, "totals_settle")
@@ -348,7 +344,7 @@ class Pipeline:
             log.warning("totals settle pass failed, retrying in %.1fs: %s",
                         self.settings.totals_settle_s, exc)
         except Exception:
-            metrics.KAFKA_ERRORS.labels("totals_settle").inc()
+            metrics.INTERNAL_ERRORS.labels("totals_settle").inc()
             log.exception("totals settle pass failed unexpectedly, retrying in %.1fs",
                           self.settings.totals_settle_s)
         else:
@@ -369,49 +365,6 @@ class Pipeline:
             raise KafkaUnavailable(
                 f"sending {len(sends)} {operation} messages to {self.settings.kafka_bootstrap} "
                 f"failed: {exc!r}") from exc
-
-    def observe(self, result: BatchResult, records: list[ConsumedRecord]) -> None:
-        """Count a batch in the metrics: one increment per series, not one per record.
-
-        Counts and amounts are summed per label set first, so each series is
-        looked up (``.labels()``) and locked once per batch. The two latency
-        histograms still get one observation per applied record.
-        """
-        metrics.BATCH_RECORDS.observe(len(records))
-        now = time.time()
-        applied: dict[str, int] = {}
-        sales: dict[tuple[str, str, str], list[int]] = {}
-        duplicate: dict[str, int] = {}
-        rejected: dict[str, int] = {}
-        ingest = metrics.INGEST_TO_APPLY_SECONDS.observe
-        capture = metrics.CAPTURE_TO_APPLY_SECONDS.observe
-        for o in result.outcomes:
-            status = o.status
-            if status == "applied":
-                sale = o.sale
-                assert sale is not None
-                applied[sale.event_id] = applied.get(sale.event_id, 0) + 1
-                series = sales.get((sale.event_id, sale.channel, sale.kind))
-                if series is None:
-                    series = sales[(sale.event_id, sale.channel, sale.kind)] = [0, 0]
-                series[0] += 1
-                series[1] += sale.amount_idr
-                if o.record.timestamp_ms:
-                    ingest(max(0.0, now - o.record.timestamp_ms / 1000))
-                capture(max(0.0, now - sale.occurred_at.timestamp()))
-            elif status == "duplicate":
-                duplicate[o.cause] = duplicate.get(o.cause, 0) + 1
-            else:
-                rejected[o.cause] = rejected.get(o.cause, 0) + 1
-        for event_id, n in applied.items():
-            metrics.RECORDS_APPLIED.labels(event_id).inc(n)
-        for labels, (n, amount) in sales.items():
-            metrics.SALES.labels(*labels).inc(n)
-            metrics.SALES_AMOUNT.labels(*labels).inc(amount)
-        for cause, n in duplicate.items():
-            metrics.RECORDS_DUPLICATE.labels(cause).inc(n)
-        for cause, n in rejected.items():
-            metrics.RECORDS_REJECTED.labels(cause).inc(n)
 
 
 def withhold_acks(events: Sequence[Any]) -> None:

@@ -41,6 +41,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -84,6 +86,14 @@ def dead_letter_value(outcome: Outcome, rejected_at: str) -> dict[str, Any]:
         },
         "rejected_at": rejected_at,
     }
+
+
+def dead_letter_messages(outcomes: Iterable[Outcome]) -> list[tuple[bytes, bytes]]:
+    """(key, value) of each rejected record's dead letter: key = its coordinates."""
+    rejected_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return [(o.record.coordinates.encode(),
+             json.dumps(dead_letter_value(o, rejected_at), ensure_ascii=False).encode())
+            for o in outcomes]
 
 
 def _text(kept: bytes) -> str | None:

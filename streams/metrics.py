@@ -7,7 +7,15 @@ number stays bounded (top K per event).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from rekap.records import ConsumedRecord
+    from streams.apply import BatchResult
 
 RECORDS_CONSUMED = Counter(
     "rekap_records_consumed_total", "Sales-topic records the worker read (before validation).")
@@ -64,3 +72,47 @@ INTERNAL_ERRORS = Counter(
     "rekap_internal_errors_total",
     "Unexpected failures of the worker itself (a bug, not an outage), by operation; the work "
     "is retried, never dropped.", ["operation"])
+
+
+def observe_batch(result: BatchResult, records: Sequence[ConsumedRecord]) -> None:
+    """Count a batch: one increment per series, not one per record.
+
+    Counts and amounts are summed per label set first, so each series is
+    looked up (``.labels()``) and locked once per batch. The two latency
+    histograms still get one observation per applied record.
+    """
+    BATCH_RECORDS.observe(len(records))
+    now = time.time()
+    applied: dict[str, int] = {}
+    sales: dict[tuple[str, str, str], list[int]] = {}
+    duplicate: dict[str, int] = {}
+    rejected: dict[str, int] = {}
+    ingest = INGEST_TO_APPLY_SECONDS.observe
+    capture = CAPTURE_TO_APPLY_SECONDS.observe
+    for o in result.outcomes:
+        status = o.status
+        if status == "applied":
+            sale = o.sale
+            assert sale is not None
+            applied[sale.event_id] = applied.get(sale.event_id, 0) + 1
+            series = sales.get((sale.event_id, sale.channel, sale.kind))
+            if series is None:
+                series = sales[(sale.event_id, sale.channel, sale.kind)] = [0, 0]
+            series[0] += 1
+            series[1] += sale.amount_idr
+            if o.record.timestamp_ms:
+                ingest(max(0.0, now - o.record.timestamp_ms / 1000))
+            capture(max(0.0, now - sale.occurred_at.timestamp()))
+        elif status == "duplicate":
+            duplicate[o.cause] = duplicate.get(o.cause, 0) + 1
+        else:
+            rejected[o.cause] = rejected.get(o.cause, 0) + 1
+    for event_id, n in applied.items():
+        RECORDS_APPLIED.labels(event_id).inc(n)
+    for labels, (n, amount) in sales.items():
+        SALES.labels(*labels).inc(n)
+        SALES_AMOUNT.labels(*labels).inc(amount)
+    for cause, n in duplicate.items():
+        RECORDS_DUPLICATE.labels(cause).inc(n)
+    for cause, n in rejected.items():
+        RECORDS_REJECTED.labels(cause).inc(n)

@@ -45,10 +45,10 @@ from redis.exceptions import RedisError
 
 from rekap.errors import KafkaUnavailable
 from rekap.names import Keys
+from rekap.records import UNROUTED, ConsumedRecord
 from rekap.redisconn import unavailable
 from rekap.registry import Registry
 from rekap.settings import Settings
-from streams.batch import UNROUTED, ConsumedRecord
 
 log = logging.getLogger(__name__)
 

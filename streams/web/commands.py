@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _exporter(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.exporter import serve
+    from streams.web.exporter import serve
 
     return serve(settings)
 
@@ -30,7 +30,7 @@ def _watch(args: argparse.Namespace, settings: Settings) -> int:
     from rekap.registry import load_registry
     from streams.web.watch import watch
 
-    registry = load_registry(settings.registry_path, settings.booth_tokens_path)
+    registry = load_registry(settings.registry_path)
     if args.event_id not in registry.events:
         known = ", ".join(registry.events)
         raise ConfigError(f"event {args.event_id!r} is not in the registry (known: {known})")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,6 @@ STATIC = HERE / "static"
 KEEPALIVE_S = 15.0
 DEFAULT_LIMIT = 10
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 def _error(status: int, code: str, reason: str) -> web.Response:
     return web.json_response({"error": code, "reason": reason}, status=status)
@@ -52,7 +50,7 @@ class WebApi:
 
     def __init__(self, settings: Settings, source: RegistrySource | None = None) -> None:
         self.settings = settings
-        self.source = source or RegistrySource(settings.registry_path, settings.booth_tokens_path)
+        self.source = source or RegistrySource(settings.registry_path)
         self.keys = Keys(settings.redis_prefix)
         self._clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
         self.hub = SnapshotHub(self.client, self.reader)

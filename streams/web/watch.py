@@ -66,7 +66,7 @@ def watch(settings: Settings, event_id: str, *, once: bool = False, limit: int =
     import redis
 
     console = console or Console()
-    source = RegistrySource(settings.registry_path, settings.booth_tokens_path)
+    source = RegistrySource(settings.registry_path)
     keys = Keys(settings.redis_prefix)
     client = connect_sync(settings, socket_timeout=5, socket_connect_timeout=5)
 

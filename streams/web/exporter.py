@@ -64,7 +64,7 @@ class LeaderboardCollector(Collector):
     def __init__(self, settings: Settings, source: RegistrySource | None = None,
                  client: Any = None) -> None:
         self._settings = settings
-        self._source = source or RegistrySource(settings.registry_path, settings.booth_tokens_path)
+        self._source = source or RegistrySource(settings.registry_path)
         self._keys = Keys(settings.redis_prefix)
         self._client = client or connect_sync(settings, socket_timeout=REDIS_TIMEOUT_S,
                                               socket_connect_timeout=REDIS_TIMEOUT_S)
