@@ -1,9 +1,11 @@
-"""Subcommands of the producers: ``ingest``, ``booth``, ``import``, ``simulate``.
+"""Subcommands of the producers: ``ingest``, ``booth``, ``import``, ``simulate``, ``tokens``.
 
-Heavy imports (aiohttp, kafka-python, httpx, rich) stay inside the handlers so
-``rekap booth status`` starts fast. Booth settings come from options with
-environment defaults (``REKAP_BOOTH_URL``, ``REKAP_BOOTH_TOKEN``, ``REKAP_BOOTH_ID``),
-read here in the handler, never deeper.
+Wiring only: each handler turns options and :class:`~rekap.settings.Settings` into
+a call to the module that does the work, and prints its outcome. Heavy imports
+(aiohttp, kafka-python, httpx, rich) stay inside the handlers so ``rekap booth
+status`` starts fast. Booth and channel defaults (``REKAP_BOOTH_ID``,
+``REKAP_BOOTH_URL``, ``REKAP_BOOTH_TOKEN``, ``REKAP_CHANNEL_TOKEN``) are fields of
+Settings; an option given on the command line wins.
 """
 
 from __future__ import annotations
@@ -11,16 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from rekap.errors import ConfigError
 from rekap.settings import Settings
-
-if TYPE_CHECKING:
-    from producers.booth.outbox import Outbox
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,6 +91,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="make tokens for every booth and channel in the runtime dir, then exit")
     sim.set_defaults(handler=_simulate)
 
+    tok = sub.add_parser("tokens", help="booth and channel tokens (only their hashes are stored)")
+    tsub = tok.add_subparsers(dest="tokens_command", required=True)
+    t = tsub.add_parser("issue",
+                        help="print a new token for a booth or channel and store only its hash")
+    t.add_argument("name", help="a booth id, or a channel (marketplace, website, virtual_expo, "
+                                "or <channel>:<integrator>)")
+    t.add_argument("--tokens-file", type=Path, default=None,
+                   help="token-hash file to update (default: REKAP_BOOTH_TOKENS_PATH)")
+    t.set_defaults(handler=_tokens_issue)
+
 
 def _rupiah(text: str) -> int:
     cleaned = text.strip().removeprefix("Rp").replace(".", "")
@@ -129,29 +136,28 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 # -- booth ----------------------------------------------------------------------------------
 
-def _booth_id(args: argparse.Namespace) -> str:
-    booth_id = args.booth_id or os.environ.get("REKAP_BOOTH_ID")
+def _booth_id(args: argparse.Namespace, settings: Settings) -> str:
+    booth_id: str = args.booth_id or settings.booth_id
     if not booth_id:
         raise ConfigError("give --booth-id or set REKAP_BOOTH_ID")
     return booth_id
 
 
-def _outbox(args: argparse.Namespace, settings: Settings, booth_id: str, *, create: bool) -> Outbox:
-    """The booth's outbox; only ``record`` (``create=True``) may make a new one."""
-    from producers.booth.outbox import Outbox
+def _outbox_path(args: argparse.Namespace, settings: Settings, booth_id: str) -> Path:
+    from producers.booth.outbox import default_path
 
-    return Outbox(args.outbox or settings.runtime_dir / "booth" / f"{booth_id}.sqlite3", create=create)
+    return args.outbox or default_path(settings.runtime_dir, booth_id)
 
 
 def _booth_record(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import datetime
 
-    from producers.booth.client import capture
-    from rekap.contract import Rejection, validate_sale
+    from producers.booth.client import record
+    from rekap.contract import Rejection
     from rekap.money import format_idr
     from rekap.registry import load_registry
 
-    booth_id = _booth_id(args)
+    booth_id = _booth_id(args, settings)
     registry = load_registry(settings.registry_path)
     try:
         at = datetime.fromisoformat(args.at) if args.at else None
@@ -159,29 +165,26 @@ def _booth_record(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"--at {args.at!r} is not an RFC 3339 time: {exc}") from exc
     if at is not None and at.tzinfo is None:
         raise ConfigError("--at needs an offset, e.g. 2022-06-01T13:45:00+07:00")
-    sale = capture(registry, booth_id, ikm=args.ikm, amount=args.amount, quantity=args.qty,
-                   sku=args.sku, channel=args.channel, event=args.event, refund_of=args.refund_of,
-                   now=at)
-    checked = validate_sale(dict(sale), registry)
-    if isinstance(checked, Rejection):
-        print(f"rekap booth record: penjualan ditolak ({checked.reason}): {checked.detail}",
-              file=sys.stderr)
+    sale = record(registry, _outbox_path(args, settings, booth_id), booth_id, ikm=args.ikm,
+                  amount=args.amount, quantity=args.qty, sku=args.sku, channel=args.channel,
+                  event=args.event, refund_of=args.refund_of, now=at)
+    if isinstance(sale, Rejection):
+        print(f"rekap booth record: penjualan ditolak ({sale.reason}): {sale.detail}", file=sys.stderr)
         return 1
-    with _outbox(args, settings, booth_id, create=True) as outbox:
-        outbox.record(sale)
     print(f"tercatat {sale['sale_id']} {args.ikm} {format_idr(args.amount)} x{args.qty}")
     return 0
 
 
 def _booth_sync(args: argparse.Namespace, settings: Settings) -> int:
     from producers.booth.client import AuthError, sync
+    from producers.booth.outbox import Outbox
 
-    booth_id = _booth_id(args)
-    url = args.url or os.environ.get("REKAP_BOOTH_URL") or f"http://{settings.host}:{settings.ingest_port}"
-    token = args.token or os.environ.get("REKAP_BOOTH_TOKEN")
+    booth_id = _booth_id(args, settings)
+    url = args.url or settings.booth_url or f"http://{settings.host}:{settings.ingest_port}"
+    token = args.token or settings.booth_token
     if not token:
         raise ConfigError("give --token or set REKAP_BOOTH_TOKEN")
-    with _outbox(args, settings, booth_id, create=False) as outbox:
+    with Outbox(_outbox_path(args, settings, booth_id), create=False) as outbox:
         try:
             report = sync(outbox, url, token, batch=args.batch, max_attempts=args.max_attempts,
                           deadline_s=args.deadline)
@@ -193,145 +196,31 @@ def _booth_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _booth_status(args: argparse.Namespace, settings: Settings) -> int:
-    from rekap.money import format_idr
+    from producers.booth.outbox import Outbox
+    from producers.booth.status import print_status, status_json
 
-    booth_id = _booth_id(args)
-    with _outbox(args, settings, booth_id, create=False) as outbox:
-        counts, refunds, amounts = outbox.counts(), outbox.refunds(), outbox.amounts()
-        rejected = outbox.rejected(10)
-    if args.json:  # amounts_idr: net rupiah, refunds subtracted; refunds: how many of counts
-        print(json.dumps({"booth_id": booth_id, "counts": counts, "refunds": refunds,
-                          "amounts_idr": amounts}))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"Outbox booth {booth_id}")
-    table.add_column("Status")
-    table.add_column("Jumlah", justify="right")
-    table.add_column("Retur", justify="right")
-    table.add_column("Nilai bersih", justify="right")
-    for state, label in (("pending", "tertunda"), ("sent", "terkirim"), ("rejected", "ditolak")):
-        table.add_row(label, str(counts[state]), str(refunds[state]), format_idr(amounts[state]))
-    console = Console()
-    console.print(table)
-    for sale_id, reason, detail in rejected:
-        console.print(f"[red]ditolak[/red] {sale_id}: {reason} — {detail}")
+    booth_id = _booth_id(args, settings)
+    with Outbox(_outbox_path(args, settings, booth_id), create=False) as outbox:
+        if args.json:
+            print(json.dumps(status_json(booth_id, outbox)))
+        else:
+            print_status(booth_id, outbox)
     return 0
 
 
 # -- import ---------------------------------------------------------------------------------
 
 def _import_virtual_expo(args: argparse.Namespace, settings: Settings) -> int:
-    """``--via ingest`` reports ingest's own per-row answers; ``--dry-run`` and ``--via kafka``
-    map and validate locally (nothing else would judge the rows)."""
-    from producers.adapters.virtual_expo import map_csv
-    from rekap.contract import Rejection, Sale, validate_sale
-    from rekap.registry import load_registry
+    from producers.importer import import_via_ingest, import_via_kafka, read_export
 
-    try:
-        body = args.file.read_bytes()
-        text = body.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {args.file}: {exc}") from exc
-    if args.via == "ingest" and not args.dry_run:
-        return _import_via_ingest(args, settings, body)
-    registry = load_registry(settings.registry_path)
-    items = map_csv(text, registry)
-    sales: list[Sale] = []
-    bad = 0
-    for item in items:
-        if item.result is None:
-            continue
-        result: Sale | Rejection = (validate_sale(item.result, registry)
-                                    if isinstance(item.result, dict) else item.result)
-        if isinstance(result, Rejection):
-            bad += 1
-            print(f"ditolak {item.ref}: {result.reason} — {result.detail}", file=sys.stderr)
-        else:
-            sales.append(result)
-    ignored = sum(1 for i in items if i.ignored)
-    if args.dry_run:
-        for s in sales:
-            print(s.to_bytes().decode())
-    elif sales:
-        from producers.kafka import Ack, SaleProducer
-
-        with SaleProducer(settings, client_id=f"{settings.app_id}-import") as producer:
-            results = producer.send_all([(s.ikm_id.encode(), s.to_bytes()) for s in sales])
-        failed = [r for r in results if not isinstance(r, Ack)]
-        if failed:
-            print(f"{len(failed)} penjualan tidak diterima Kafka; ulangi impor (aman: sale_id sama)",
-                  file=sys.stderr)
-            return 3
-    print(f"{args.file}: {len(sales)} diterima, {bad} ditolak, {ignored} diabaikan")
-    return 0 if bad == 0 else 1
-
-
-#: Re-importing is always safe: the same file maps to the same sale_ids.
-_RETRY_LATER = "ulangi impor nanti (aman: sale_id sama)"
-#: Printed when ingest could not get rows acknowledged by Kafka (503).
-_RETRY_IMPORT = f"ingest: Kafka tidak tersedia; {_RETRY_LATER}"
-
-
-def _import_via_ingest(args: argparse.Namespace, settings: Settings, body: bytes) -> int:
-    """POST the file to ingest and report what ingest decided for each row.
-
-    Exit 0: every row accepted or ignored; 1: ingest rejected a row (one stderr line each,
-    fix and re-import); 3: a row was not acknowledged by Kafka (re-import later).
-    """
-    import httpx
-
-    limit = settings.max_body_bytes
-    if len(body) > limit:
-        raise ConfigError(f"{args.file} is {len(body)} bytes, more than ingest takes in one request "
-                          f"({limit}, REKAP_MAX_BODY_BYTES): import it with --via kafka, "
-                          "or split it into smaller files")
-    url = args.url or f"http://{settings.host}:{settings.ingest_port}"
-    token = args.token or os.environ.get("REKAP_CHANNEL_TOKEN")
+    body = read_export(args.file)
+    if args.via == "kafka" or args.dry_run:
+        return import_via_kafka(settings, args.file, body, dry_run=args.dry_run)
+    token = args.token or settings.channel_token
     if not token:
         raise ConfigError("give --token or set REKAP_CHANNEL_TOKEN for --via ingest")
-    try:
-        resp = httpx.post(f"{url.rstrip('/')}/v1/channels/virtual-expo/import", content=body,
-                          headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"},
-                          timeout=60)
-    except httpx.TransportError as exc:
-        print(f"ingest {url} tidak terjangkau ({exc}); {_RETRY_LATER}", file=sys.stderr)
-        return 3
-    results = _row_results(resp)
-    if results is None:  # a whole-request answer: 401, 403, 413, a proxy's 503 ...
-        if resp.status_code == 503:
-            print(_RETRY_IMPORT, file=sys.stderr)
-            return 3
-        raise ConfigError(f"ingest answered {resp.status_code}: {resp.text[:300]}")
-    tally = {"accepted": 0, "rejected": 0, "ignored": 0, "unavailable": 0}
-    for row in results:
-        tally[row["status"]] += 1
-        if row["status"] == "rejected":
-            error = row.get("error") or {}
-            ref = row.get("ref") or row.get("sale_id") or f"item {row.get('index')}"
-            print(f"ditolak {ref}: {error.get('reason')} — {error.get('detail')}", file=sys.stderr)
-    summary = (f"{args.file}: {tally['accepted']} diterima, {tally['rejected']} ditolak, "
-               f"{tally['ignored']} diabaikan")
-    print(summary + (f", {tally['unavailable']} belum diterima Kafka" if tally["unavailable"] else ""))
-    if tally["unavailable"]:
-        print(_RETRY_IMPORT, file=sys.stderr)
-        return 3
-    return 1 if tally["rejected"] else 0
-
-
-def _row_results(resp: Any) -> list[dict[str, Any]] | None:
-    """Ingest's per-row ``results``, or None when the answer is not a per-row one."""
-    try:
-        doc = resp.json()
-    except ValueError:
-        return None
-    results = doc.get("results") if isinstance(doc, dict) else None
-    if not isinstance(results, list) or not all(
-            isinstance(r, dict) and r.get("status") in ("accepted", "rejected", "ignored", "unavailable")
-            for r in results):
-        return None
-    return results
+    return import_via_ingest(settings, args.file, body, token=token,
+                             url=args.url or f"http://{settings.host}:{settings.ingest_port}")
 
 
 # -- simulate -------------------------------------------------------------------------------
@@ -339,10 +228,9 @@ def _row_results(resp: Any) -> list[dict[str, Any]] | None:
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from producers.simulator.run import run_ingest, run_kafka, write_truth
+    from producers.simulator.run import describe, replay, write_truth
     from producers.simulator.scenario import Options, generate
     from producers.tokens import DEMO_SECRETS, issue_demo_tokens, load_demo_secrets
-    from rekap.money import format_idr, format_idr_short
     from rekap.registry import load_registry
 
     registry = load_registry(settings.registry_path)
@@ -359,50 +247,33 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(str(exc)) from exc
     started = time.perf_counter()
     scenario = generate(registry, opts)
-    gen_s = time.perf_counter() - started
-    truth_path = args.truth or settings.runtime_dir / "simulate" / f"groundtruth-{args.seed}.json"
-    write_truth(scenario, truth_path)
+    generated_s = time.perf_counter() - started
+    truth_path = write_truth(scenario, args.truth or settings.runtime_dir / "simulate"
+                             / f"groundtruth-{args.seed}.json")
     if args.dump:
         args.dump.parent.mkdir(parents=True, exist_ok=True)
         args.dump.write_bytes(scenario.jsonl())
-    ev = scenario.truth["events"]
-    rec = scenario.truth["records"]
-    print(f"skenario seed {args.seed} skala {args.scale}: {len(scenario.emissions)} rekaman "
-          f"({rec['applied']} penjualan/retur, {rec['duplicates']} kirim ulang, "
-          f"{rec['rejected_total']} rusak) dibuat dalam {gen_s:.2f} dtk")
-    for event_id, totals in ev.items():
-        print(f"  {event_id}: {format_idr(totals['amount_idr'])} ({format_idr_short(totals['amount_idr'])})")
-    print(f"  kebenaran dasar: {truth_path}")
+    print(describe(scenario, truth_path, generated_s))
     if args.dry_run:
         return 0
-
-    tokens: dict[str, dict[str, str]] = {}
-    url = args.url or f"http://{settings.host}:{settings.ingest_port}"
-    if args.via == "ingest":
-        secrets = args.tokens or settings.runtime_dir / DEMO_SECRETS
-        if not secrets.exists():
-            raise ConfigError(f"no demo tokens at {secrets}: run `rekap simulate --issue-demo-tokens` "
-                              "and start ingest with the token file it prints")
-        tokens = load_demo_secrets(secrets)
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("[bold]simulasi"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                  disable=args.no_progress) as progress:
-        task = progress.add_task("send", total=len(scenario.emissions), rate="")
-        t0 = time.monotonic()
-        count = [0]
-
-        def tick(n: int) -> None:
-            count[0] += n
-            rate = count[0] / max(1e-6, time.monotonic() - t0)
-            progress.update(task, advance=n, rate=f"{rate:,.0f}/dtk")
-
-        if args.via == "kafka":
-            report = run_kafka(settings, scenario, rate=args.rate, speedup=args.speedup, on_progress=tick)
-        else:
-            report = run_ingest(settings, scenario, url, tokens, rate=args.rate, speedup=args.speedup,
-                                on_progress=tick)
+    tokens = (load_demo_secrets(args.tokens or settings.runtime_dir / DEMO_SECRETS)
+              if args.via == "ingest" else {})
+    report = replay(settings, scenario, via=args.via, tokens=tokens, rate=args.rate,
+                    speedup=args.speedup, progress=not args.no_progress,
+                    url=args.url or f"http://{settings.host}:{settings.ingest_port}")
     print(json.dumps({"via": args.via, **report.to_json()}))
+    return 0
+
+
+# -- tokens ---------------------------------------------------------------------------------
+
+def _tokens_issue(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a fresh token once; only its SHA-256 is written to the token file."""
+    from producers.tokens import issue_token
+    from rekap.registry import load_registry
+
+    path = args.tokens_file or settings.booth_tokens_path
+    if path is None:
+        raise ConfigError("give --tokens-file or set REKAP_BOOTH_TOKENS_PATH")
+    print(issue_token(path, args.name, load_registry(settings.registry_path)))
     return 0

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rekap.errors import KafkaUnavailable
+from rekap.kafkaconn import unavailable
 from rekap.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,12 +97,11 @@ class SaleProducer:
 
     def _create(self) -> Any:
         from kafka import KafkaProducer
-        from kafka.errors import KafkaError
 
         # delivery_timeout_ms bounds retries inside kafka-python: a record not
         # acknowledged by then fails, which is the moment ingest answers 503.
         request_timeout_ms = max(1000, int(self.ack_timeout_s * 1000 / 2))
-        try:
+        with unavailable("starting the sales producer", self.settings):
             return KafkaProducer(
                 bootstrap_servers=self.settings.kafka_bootstrap.split(","),
                 client_id=self.client_id,
@@ -114,10 +114,6 @@ class SaleProducer:
                 bootstrap_timeout_ms=int(self.max_block_s * 1000),
                 reconnect_backoff_max_ms=1000,
             )
-        except KafkaError as exc:
-            raise KafkaUnavailable(
-                f"cannot reach Kafka at {self.settings.kafka_bootstrap} "
-                f"(is the broker up? `deploy/local/stack status`): {exc}") from exc
 
     def close(self, timeout_s: float = 5.0) -> None:
         with self._lock:
@@ -157,13 +153,12 @@ class SaleProducer:
     # -- sending -----------------------------------------------------------
 
     def _send_one(self, producer: Any, key: bytes, value: bytes) -> Any:
-        from kafka.errors import KafkaError
-
         try:
-            return producer.send(self.topic, key=key, value=value)
-        except KafkaError as exc:
+            with unavailable(f"accepting a record for {self.topic}", self.settings):
+                return producer.send(self.topic, key=key, value=value)
+        except KafkaUnavailable:
             self.failing_since = self.failing_since or time.monotonic()
-            raise KafkaUnavailable(f"Kafka did not accept the record: {exc}") from exc
+            raise
 
     def send_all(self, records: Sequence[tuple[bytes, bytes]]) -> list[Ack | Failed]:
         """Produce ``(key, value)`` pairs and wait for each acknowledgement."""
@@ -190,7 +185,8 @@ class SaleProducer:
 
     def flush(self, timeout_s: float | None = None) -> None:
         if self._producer is not None:
-            self._producer.flush(timeout=timeout_s)
+            with unavailable(f"flushing records for {self.topic}", self.settings):
+                self._producer.flush(timeout=timeout_s)
 
     async def send_async(self, records: Iterable[tuple[bytes, bytes]]) -> list[Ack | Failed]:
         """Produce from asyncio: ``send()`` runs in a thread (it may block on metadata);

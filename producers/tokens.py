@@ -1,28 +1,163 @@
-"""Token files: hashes in a TOML file ingest reads, plaintext only in a private 0600 file.
+"""Booth and channel tokens: minting, hashing, the token file, and the one source ingest reads.
 
-``write_tokens_file`` merges ``[booths]`` and ``[channels]`` tables and keeps
-whatever the file already holds (unlike a writer that knows only one table).
-``issue_demo_tokens`` makes a token for every booth of the registry and every
-online channel, for demos and the simulator's ``--via ingest`` mode.
+Tokens are 256-bit random strings, so a plain SHA-256 is enough to store them;
+only hashes are written, to one TOML file (``REKAP_BOOTH_TOKENS_PATH``), never
+to the registry::
+
+    [booths]                                  # booth id = "<sha256 hex>"
+    "kokas-01" = "<sha256 hex>"
+
+    [channels]                                # <channel> or <channel>:<integrator>
+    "marketplace" = "<sha256 hex>"
+    "marketplace:tokopedia" = "<sha256 hex>"
+
+:class:`TokenSource` is the only reader: ingest asks it for the :class:`Tokens`
+in force on every request, and it re-reads the file when the file changes. The
+file is the grant: deleting it revokes every booth and channel token at once,
+and an unreadable file grants nothing (fail closed). Booths keep their sales
+in the outbox meanwhile, so a revocation delays sales, never loses them.
+
+``issue_token`` (``rekap tokens issue NAME``) and ``issue_demo_tokens``
+(``rekap simulate --issue-demo-tokens``) write through :func:`write_tokens_file`,
+which merges into whatever the file already holds.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import logging
 import os
+import re
+import secrets
+import time
 import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from producers.ingest.auth import ONLINE_CHANNELS
-from rekap.registry import Registry, hash_token, new_token
+from rekap.errors import ConfigError
+from rekap.filewatch import FileWatch
+from rekap.names import CHANNELS
+from rekap.registry import Registry
 
+log = logging.getLogger(__name__)
+
+#: Channels whose sales arrive through a channel token; ``offline`` sales come only from booths.
+ONLINE_CHANNELS = tuple(c for c in CHANNELS if c != "offline")
+#: Seconds between checks of the token file. A revocation takes effect within this
+#: long; in between, a request costs no system call (ingest asks on every request).
+CHECK_EVERY_S = 1.0
+#: Files ``issue_demo_tokens`` writes in the runtime directory.
 DEMO_HASHES = "demo-tokens.toml"
 DEMO_SECRETS = "demo-tokens.secret.json"
 
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
-def write_tokens_file(path: Path, booths: dict[str, str] | None = None,
-                      channels: dict[str, str] | None = None) -> None:
-    """Merge token *hashes* into ``path`` (atomic replace)."""
+
+def new_token() -> str:
+    """A fresh token (256 bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The token hashes in force: booth id → hash, channel token name → hash."""
+
+    booths: Mapping[str, str] = field(default_factory=dict)
+    channels: Mapping[str, str] = field(default_factory=dict)
+
+    def owner(self, token: str) -> tuple[Literal["booth", "channel"], str] | None:
+        """Who holds ``token``: ``("booth", booth_id)``, ``("channel", name)`` or None.
+
+        Every stored hash is compared, in constant time, so the answer's timing does
+        not tell how far down the file a token is.
+        """
+        digest = hash_token(token)
+        found: tuple[Literal["booth", "channel"], str] | None = None
+        for name, stored in self.booths.items():
+            if hmac.compare_digest(digest, stored):
+                found = ("booth", name)
+        for name, stored in self.channels.items():
+            if hmac.compare_digest(digest, stored):
+                found = ("channel", name)
+        return found
+
+
+def load_tokens(path: Path | None) -> Tokens:
+    """The token file's hashes; none when it is missing or unreadable, bad entries skipped.
+
+    Every problem is logged, not raised: ingest keeps serving (with fewer or no tokens)
+    and the operator fixes the file, which is picked up without a restart.
+    """
+    if path is None:
+        return Tokens()
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        return Tokens()
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        log.error("token file %s unreadable, no tokens in force: %s", path, exc)
+        return Tokens()
+    booths: dict[str, str] = {}
+    for name, digest in _table(doc, "booths", path).items():
+        if not isinstance(digest, str) or not _HEX64.match(digest):
+            log.error("token file %s: booth entry %r ignored (want \"<booth id>\" = "
+                      "\"<sha256 hex>\")", path, name)
+            continue
+        booths[name] = digest
+    channels: dict[str, str] = {}
+    for name, digest in _table(doc, "channels", path).items():
+        if (name.split(":", 1)[0] not in ONLINE_CHANNELS or not isinstance(digest, str)
+                or not _HEX64.match(digest)):
+            log.error("token file %s: channel entry %r ignored (want <channel>[:<name>] = "
+                      "\"<sha256 hex>\", channel one of %s)", path, name, ", ".join(ONLINE_CHANNELS))
+            continue
+        channels[name] = digest
+    return Tokens(booths, channels)
+
+
+def _table(doc: Mapping[str, object], name: str, path: Path) -> Mapping[str, object]:
+    table = doc.get(name, {})
+    if not isinstance(table, dict):
+        log.error("token file %s: [%s] is not a table, ignored", path, name)
+        return {}
+    return table
+
+
+class TokenSource:
+    """The tokens in force, re-read when the token file changes, appears or disappears.
+
+    ``current()`` looks at the file at most every ``check_every_s`` seconds (a
+    ``stat``), so it may be called per request. A change is any difference in
+    modification time, size or inode, so an atomic replace within one timestamp
+    tick is still seen. ``clock`` is injectable so a test can step time.
+    """
+
+    def __init__(self, path: Path | None, check_every_s: float = CHECK_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._watch = FileWatch(path, check_every_s, clock)
+        self._path = path
+        self._tokens = load_tokens(path)
+
+    def current(self) -> Tokens:
+        if self._watch.changed():
+            self._tokens = load_tokens(self._path)
+            log.info("token file %s reloaded: %d booth and %d channel tokens in force", self._path,
+                     len(self._tokens.booths), len(self._tokens.channels))
+        return self._tokens
+
+
+def write_tokens_file(path: Path, booths: Mapping[str, str] | None = None,
+                      channels: Mapping[str, str] | None = None) -> None:
+    """Merge token *hashes* into ``path`` (atomic replace), keeping the entries already there."""
     current: dict[str, dict[str, str]] = {"booths": {}, "channels": {}}
     if path.exists():
         loaded = tomllib.loads(path.read_text())
@@ -38,6 +173,23 @@ def write_tokens_file(path: Path, booths: dict[str, str] | None = None,
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(path)
+
+
+def issue_token(path: Path, name: str, registry: Registry) -> str:
+    """A fresh token for a booth of ``registry`` or a channel; only its hash goes to ``path``.
+
+    ``name`` is a booth id, an online channel, or ``<channel>:<integrator>``. Returns the
+    token itself: the caller shows it once, it is stored nowhere.
+    """
+    token = new_token()
+    if name.split(":", 1)[0] in ONLINE_CHANNELS:
+        write_tokens_file(path, channels={name: hash_token(token)})
+    elif name in registry.booths:
+        write_tokens_file(path, booths={name: hash_token(token)})
+    else:
+        raise ConfigError(f"{name!r} is neither a booth in the registry nor a channel "
+                          f"({', '.join(ONLINE_CHANNELS)}, or <channel>:<integrator>)")
+    return token
 
 
 def issue_demo_tokens(registry: Registry, directory: Path) -> tuple[Path, Path]:
@@ -63,5 +215,9 @@ def issue_demo_tokens(registry: Registry, directory: Path) -> tuple[Path, Path]:
 
 
 def load_demo_secrets(path: Path) -> dict[str, dict[str, str]]:
+    """The plaintext demo tokens ``issue_demo_tokens`` wrote: ``{"booths": ..., "channels": ...}``."""
+    if not path.exists():
+        raise ConfigError(f"no demo tokens at {path}: run `rekap simulate --issue-demo-tokens` "
+                          "and start ingest with the token file it prints")
     data = json.loads(path.read_text())
     return {"booths": dict(data.get("booths", {})), "channels": dict(data.get("channels", {}))}

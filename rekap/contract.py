@@ -41,7 +41,7 @@ import reprlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, overload
 
 from rekap.days import local_day
 from rekap.names import CHANNELS, Channel
@@ -246,30 +246,9 @@ def decode_object(raw: bytes | str | None) -> dict[str, Any] | Rejection:
                          f"record of {len(raw)} bytes; a sale is at most {MAX_RECORD_BYTES}")
     if not raw:
         return Rejection(Reason.MALFORMED_JSON, "record value is empty")
-    if isinstance(raw, str):
-        text = raw
-        # Text handed in as str (not decoded here) may hold surrogates outright, and
-        # its size that counts is the UTF-8 one.
-        if not text.isascii():
-            try:
-                size = len(text.encode("utf-8"))
-            except UnicodeEncodeError as exc:
-                return Rejection(Reason.INVALID_TEXT, f"lone UTF-16 surrogate at character {exc.start}, "
-                                                      "which is not text")
-            if size > MAX_RECORD_BYTES:
-                return Rejection(Reason.RECORD_TOO_LARGE,
-                                 f"record of {size} bytes; a sale is at most {MAX_RECORD_BYTES}")
-    else:
-        # What json.detect_encoding answers for a record starting '{' and a non-NUL byte,
-        # without its ~0.3 µs: no BOM starts with '{', and UTF-16/32 JSON has a NUL there.
-        plain = raw[:1] == b"{" and raw[1:2] != b"\x00"
-        encoding = "utf-8" if plain else json.detect_encoding(raw)
-        try:
-            text = raw.decode(encoding)
-        except UnicodeDecodeError as exc:
-            byte = exc.object[exc.start:exc.start + 1].hex() or "end"
-            return Rejection(Reason.MALFORMED_JSON, f"not valid {encoding.upper()}: byte 0x{byte} "
-                                                    f"at position {exc.start} ({exc.reason})")
+    text = _text_of(raw)
+    if isinstance(text, Rejection):
+        return text
     try:
         data = (_LONG_TEXT_DECODER if len(text) > MAX_NUMBER_CHARS else _DECODER).decode(text)
     except _Reject as exc:
@@ -295,6 +274,34 @@ def decode_object(raw: bytes | str | None) -> dict[str, Any] | Rejection:
         if problem is not None:
             return problem
     return data
+
+
+def _text_of(raw: bytes | str) -> str | Rejection:
+    """A record's text: decoded from bytes, or checked when handed in as str."""
+    if isinstance(raw, str):
+        # Text handed in as str (not decoded here) may hold surrogates outright, and
+        # its size that counts is the UTF-8 one.
+        if raw.isascii():
+            return raw
+        try:
+            size = len(raw.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            return Rejection(Reason.INVALID_TEXT, f"lone UTF-16 surrogate at character {exc.start}, "
+                                                  "which is not text")
+        if size > MAX_RECORD_BYTES:
+            return Rejection(Reason.RECORD_TOO_LARGE,
+                             f"record of {size} bytes; a sale is at most {MAX_RECORD_BYTES}")
+        return raw
+    # What json.detect_encoding answers for a record starting '{' and a non-NUL byte,
+    # without its ~0.3 µs: no BOM starts with '{', and UTF-16/32 JSON has a NUL there.
+    plain = raw[:1] == b"{" and raw[1:2] != b"\x00"
+    encoding = "utf-8" if plain else json.detect_encoding(raw)
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start:exc.start + 1].hex() or "end"
+        return Rejection(Reason.MALFORMED_JSON, f"not valid {encoding.upper()}: byte 0x{byte} "
+                                                f"at position {exc.start} ({exc.reason})")
 
 
 def _json_type(value: Any) -> str:
@@ -400,6 +407,10 @@ def _type_name(kind: type) -> str:
     return {int: "an integer", str: "a string"}.get(kind, kind.__name__)
 
 
+@overload
+def _ident(data: dict[str, Any], name: str) -> str: ...
+@overload
+def _ident(data: dict[str, Any], name: str, *, required: bool) -> str | None: ...
 def _ident(data: dict[str, Any], name: str, *, required: bool = True) -> str | None:
     value = _field(data, name, str, required=required)
     if value is None:
@@ -432,6 +443,22 @@ def _validate(data: dict[str, Any], registry: Registry) -> Sale:
     sku = _field(data, "sku", str, required=False)
     refund_of = _ident(data, "refund_of", required=False)
 
+    _check_numbers(kind, amount, quantity, sale_id, refund_of)
+    occurred_at = _timestamp(occurred_text)
+    day = _place(registry, event_id, ikm_id, amount, occurred_at)
+    if channel == "offline":
+        _check_booth(registry, booth_id, event_id, ikm_id)
+
+    extra = {k: v for k, v in data.items() if k not in KNOWN_FIELDS}
+    return Sale(sale_id=sale_id, kind=kind, ikm_id=ikm_id, event_id=event_id,
+                channel=channel, amount_idr=amount, quantity=quantity, occurred_at=occurred_at,
+                day=day, booth_id=booth_id, sku=sku, refund_of=refund_of, extra=extra)
+
+
+def _check_numbers(kind: str, amount: int, quantity: int, sale_id: str,
+                   refund_of: str | None) -> None:
+    """What a record must hold on its own: a positive amount, a quantity in range, and a
+    ``refund_of`` exactly when it is a refund (and not itself)."""
     if amount <= 0:
         raise _Reject(Reason.NON_POSITIVE_AMOUNT, f"amount_idr must be > 0, got {_clip(amount)}")
     min_quantity = 0 if kind == "refund" else 1
@@ -444,9 +471,12 @@ def _validate(data: dict[str, Any], registry: Registry) -> Sale:
         raise _Reject(Reason.REFUND_WITHOUT_TARGET, "refund_of is only valid on a refund")
     if kind == "refund" and refund_of == sale_id:
         raise _Reject(Reason.REFUND_WITHOUT_TARGET, "a refund cannot refund itself")
-    occurred_at = _timestamp(occurred_text)
 
-    event = registry.events.get(event_id)  # type: ignore[arg-type]
+
+def _place(registry: Registry, event_id: str, ikm_id: str, amount: int,
+           occurred_at: datetime) -> date:
+    """The record's local day, once its event, IKM, amount cap and date window agree."""
+    event = registry.events.get(event_id)
     if event is None:
         raise _Reject(Reason.UNKNOWN_EVENT, f"event {_clip(event_id)} is not in the registry")
     if ikm_id not in registry.ikm:
@@ -465,20 +495,19 @@ def _validate(data: dict[str, Any], registry: Registry) -> Sale:
         raise _Reject(Reason.OUTSIDE_EVENT_WINDOW,
                       f"local day {day} ({event.timezone}) is outside {event_id!r} "
                       f"{event.starts_on}..{event.ends_on}")
-    if channel == "offline":
-        if booth_id is None:
-            raise _Reject(Reason.BOOTH_REQUIRED, "an offline sale must name booth_id")
-        booth = registry.booths.get(booth_id)
-        if booth is None:
-            raise _Reject(Reason.UNKNOWN_BOOTH, f"booth {booth_id!r} is not in the registry")
-        if booth.event != event_id or ikm_id not in booth.ikm:
-            raise _Reject(Reason.BOOTH_NOT_ALLOWED,
-                          f"booth {booth_id!r} may not post for {ikm_id!r} in {event_id!r}")
+    return day
 
-    extra = {k: v for k, v in data.items() if k not in KNOWN_FIELDS}
-    return Sale(sale_id=sale_id, kind=kind, ikm_id=ikm_id, event_id=event_id,  # type: ignore[arg-type]
-                channel=channel, amount_idr=amount, quantity=quantity, occurred_at=occurred_at,
-                day=day, booth_id=booth_id, sku=sku, refund_of=refund_of, extra=extra)
+
+def _check_booth(registry: Registry, booth_id: str | None, event_id: str, ikm_id: str) -> None:
+    """An offline sale names a registered booth that may post for its IKM in its event."""
+    if booth_id is None:
+        raise _Reject(Reason.BOOTH_REQUIRED, "an offline sale must name booth_id")
+    booth = registry.booths.get(booth_id)
+    if booth is None:
+        raise _Reject(Reason.UNKNOWN_BOOTH, f"booth {booth_id!r} is not in the registry")
+    if booth.event != event_id or ikm_id not in booth.ikm:
+        raise _Reject(Reason.BOOTH_NOT_ALLOWED,
+                      f"booth {booth_id!r} may not post for {ikm_id!r} in {event_id!r}")
 
 
 def _timestamp(text: str) -> datetime:

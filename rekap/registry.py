@@ -27,12 +27,10 @@ One TOML file, loaded by every component (worker, ingest, simulator, exporter)::
     event = "lagawi-2022-kokas"
     ikm = ["lampung-ethnica"]
 
-Booth tokens are secrets, so they are not in the registry file itself: an
-optional second TOML file (``REKAP_BOOTH_TOKENS_PATH``) maps booth ids to the
-SHA-256 of their token (``[booths] kokas-01 = "<hex>"``). Tokens are 256-bit
-random strings, so a plain SHA-256 is enough; the comparison is constant-time.
+Booth and channel tokens are not the registry's business: they live in a
+separate file of hashes, read by :mod:`producers.tokens`.
 
-:class:`RegistrySource` re-reads the files when they change, so a booth or an
+:class:`RegistrySource` re-reads the file when it changes, so a booth or an
 IKM added during an expo is picked up without a restart; a broken edit is
 logged and the last good registry stays in force.
 """
@@ -40,10 +38,8 @@ logged and the last good registry stays in force.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import re
-import secrets
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -53,6 +49,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rekap.errors import RegistryError
+from rekap.filewatch import FileWatch
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +84,6 @@ class Booth:
     id: str
     event: str
     ikm: frozenset[str]
-    token_sha256: str | None = None
-
-    def token_matches(self, token: str) -> bool:
-        if self.token_sha256 is None:
-            return False
-        return hmac.compare_digest(hash_token(token), self.token_sha256)
 
 
 @dataclass(frozen=True)
@@ -118,126 +109,92 @@ class Registry:
     def children(self, event_id: str) -> tuple[str, ...]:
         return tuple(sorted(e.id for e in self.events.values() if e.parent == event_id))
 
-    def booth_for_token(self, token: str) -> Booth | None:
-        """The booth whose token this is, comparing every hash in constant time."""
-        digest = hash_token(token)
-        found = None
-        for booth in self.booths.values():
-            if booth.token_sha256 is not None and hmac.compare_digest(digest, booth.token_sha256):
-                found = booth
-        return found
+
+def load_registry(path: Path) -> Registry:
+    """Read and check the registry file (tokens are not in it: :mod:`producers.tokens`)."""
+    return build_registry(_read_toml(path),
+                          fingerprint=hashlib.sha256(path.read_bytes()).hexdigest()[:16])
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    """A fresh booth token (256 bits, URL-safe)."""
-    return secrets.token_urlsafe(32)
-
-
-def load_registry(path: Path, tokens_path: Path | None = None) -> Registry:
-    """Read and check the registry file (and the optional token-hash file)."""
-    raw = _read_toml(path)
-    tokens: Mapping[str, Any] = {}
-    digest = hashlib.sha256(path.read_bytes())
-    if tokens_path is not None:
-        tokens = _read_toml(tokens_path).get("booths", {})
-        digest.update(tokens_path.read_bytes())
-    return build_registry(raw, tokens, fingerprint=digest.hexdigest()[:16])
-
-
-def build_registry(raw: Mapping[str, Any], tokens: Mapping[str, Any] | None = None,
-                   fingerprint: str = "") -> Registry:
+def build_registry(raw: Mapping[str, Any], fingerprint: str = "") -> Registry:
     """Build a registry from parsed TOML, raising :class:`RegistryError` on any inconsistency."""
     if raw.get("version", 1) != 1:
         raise RegistryError(f"registry version {raw.get('version')!r} is not supported (want 1)")
-    tokens = tokens or {}
     ikm = {i.id: i for i in (_ikm(x) for x in raw.get("ikm", []))}
     _unique("ikm", (x.get("id") for x in raw.get("ikm", [])))
     events = {e.id: e for e in (_event(x) for x in raw.get("events", []))}
     _unique("event", (x.get("id") for x in raw.get("events", [])))
-    booths = {b.id: b for b in (_booth(x, tokens) for x in raw.get("booths", []))}
+    booths = {b.id: b for b in (_booth(x) for x in raw.get("booths", []))}
     _unique("booth", (x.get("id") for x in raw.get("booths", [])))
     for ev in events.values():
-        unknown = ev.ikm - ikm.keys()
-        if unknown:
-            raise RegistryError(f"event {ev.id!r} lists unknown IKM {sorted(unknown)}")
-        if ev.starts_on > ev.ends_on:
-            raise RegistryError(f"event {ev.id!r} ends before it starts")
-        if ev.parent is not None:
-            parent = events.get(ev.parent)
-            if parent is None:
-                raise RegistryError(f"event {ev.id!r} has unknown parent {ev.parent!r}")
-            if not ev.ikm <= parent.ikm:
-                raise RegistryError(
-                    f"event {ev.id!r} has IKM not in its parent {ev.parent!r}: "
-                    f"{sorted(ev.ikm - parent.ikm)}")
-            if not (parent.starts_on <= ev.starts_on and ev.ends_on <= parent.ends_on):
-                raise RegistryError(f"event {ev.id!r} lies outside its parent's dates")
+        _check_event(ev, events, ikm.keys())
     for ev in events.values():
-        seen: set[str] = set()
-        current: str | None = ev.id
-        while current is not None:
-            if current in seen:
-                raise RegistryError(f"event {ev.id!r} is its own ancestor")
-            seen.add(current)
-            current = events[current].parent
+        _check_ancestry(ev, events)
     for booth in booths.values():
-        booth_event = events.get(booth.event)
-        if booth_event is None:
-            raise RegistryError(f"booth {booth.id!r} is for unknown event {booth.event!r}")
-        if not booth.ikm <= booth_event.ikm:
-            raise RegistryError(f"booth {booth.id!r} lists IKM not in event {booth_event.id!r}: "
-                                f"{sorted(booth.ikm - booth_event.ikm)}")
-    unknown_tokens = set(tokens) - booths.keys()
-    if unknown_tokens:
-        raise RegistryError(f"token file names unknown booths {sorted(unknown_tokens)}")
+        _check_booth(booth, events)
     return Registry(events=events, ikm=ikm, booths=booths, fingerprint=fingerprint)
 
 
+def _check_event(ev: Event, events: Mapping[str, Event], ikm: Iterable[str]) -> None:
+    unknown = ev.ikm - set(ikm)
+    if unknown:
+        raise RegistryError(f"event {ev.id!r} lists unknown IKM {sorted(unknown)}")
+    if ev.starts_on > ev.ends_on:
+        raise RegistryError(f"event {ev.id!r} ends before it starts")
+    if ev.parent is None:
+        return
+    parent = events.get(ev.parent)
+    if parent is None:
+        raise RegistryError(f"event {ev.id!r} has unknown parent {ev.parent!r}")
+    if not ev.ikm <= parent.ikm:
+        raise RegistryError(
+            f"event {ev.id!r} has IKM not in its parent {ev.parent!r}: "
+            f"{sorted(ev.ikm - parent.ikm)}")
+    if not (parent.starts_on <= ev.starts_on and ev.ends_on <= parent.ends_on):
+        raise RegistryError(f"event {ev.id!r} lies outside its parent's dates")
+
+
+def _check_ancestry(ev: Event, events: Mapping[str, Event]) -> None:
+    seen: set[str] = set()
+    current: str | None = ev.id
+    while current is not None:
+        if current in seen:
+            raise RegistryError(f"event {ev.id!r} is its own ancestor")
+        seen.add(current)
+        current = events[current].parent
+
+
+def _check_booth(booth: Booth, events: Mapping[str, Event]) -> None:
+    booth_event = events.get(booth.event)
+    if booth_event is None:
+        raise RegistryError(f"booth {booth.id!r} is for unknown event {booth.event!r}")
+    if not booth.ikm <= booth_event.ikm:
+        raise RegistryError(f"booth {booth.id!r} lists IKM not in event {booth_event.id!r}: "
+                            f"{sorted(booth.ikm - booth_event.ikm)}")
+
+
 class RegistrySource:
-    """The current registry, re-read when its files change.
+    """The current registry, re-read when its file changes.
 
     ``current()`` is cheap (a ``stat`` per call at most every ``check_every_s``)
-    so hot paths may call it per batch or per request.
+    so hot paths may call it per batch or per request. A change that does not
+    load is logged and ignored: the last good registry stays in force.
     """
 
-    def __init__(self, path: Path, tokens_path: Path | None = None,
-                 check_every_s: float = 2.0) -> None:
-        import time
-
-        self._clock = time.monotonic
+    def __init__(self, path: Path, check_every_s: float = 2.0) -> None:
+        self._watch = FileWatch(path, check_every_s)
         self._path = path
-        self._tokens_path = tokens_path
-        self._check_every_s = check_every_s
-        self._stamp = self._stat()
-        self._registry = load_registry(path, tokens_path)
-        self._checked_at = self._clock()
+        self._registry = load_registry(path)
 
     def current(self) -> Registry:
-        now = self._clock()
-        if now - self._checked_at < self._check_every_s:
-            return self._registry
-        self._checked_at = now
-        stamp = self._stat()
-        if stamp != self._stamp:
-            self._stamp = stamp
+        if self._watch.changed():
             try:
-                self._registry = load_registry(self._path, self._tokens_path)
+                self._registry = load_registry(self._path)
                 log.info("registry reloaded from %s (%s)", self._path, self._registry.fingerprint)
             except (RegistryError, OSError) as exc:
                 log.error("registry change in %s ignored, keeping the last good one: %s",
                           self._path, exc)
         return self._registry
-
-    def _stat(self) -> tuple[float, ...]:
-        paths = [self._path] + ([self._tokens_path] if self._tokens_path else [])
-        try:
-            return tuple(p.stat().st_mtime_ns for p in paths)
-        except OSError:
-            return ()
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -299,11 +256,6 @@ def _ikm(x: Mapping[str, Any]) -> Ikm:
                champion=bool(x.get("champion", False)))
 
 
-def _booth(x: Mapping[str, Any], tokens: Mapping[str, Any]) -> Booth:
-    booth_id = _slug("booth", x.get("id"))
-    token = tokens.get(booth_id, x.get("token_sha256"))
-    if token is not None and not re.fullmatch(r"[0-9a-f]{64}", str(token)):
-        raise RegistryError(f"booth {booth_id!r}: token hash must be 64 hex characters")
-    return Booth(id=booth_id, event=_slug("event", x.get("event")),
-                 ikm=frozenset(_slug("ikm", i) for i in x.get("ikm", [])),
-                 token_sha256=token)
+def _booth(x: Mapping[str, Any]) -> Booth:
+    return Booth(id=_slug("booth", x.get("id")), event=_slug("event", x.get("event")),
+                 ikm=frozenset(_slug("ikm", i) for i in x.get("ikm", [])))

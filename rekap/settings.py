@@ -35,6 +35,11 @@ MAX_SESSION_TIMEOUT_S = 90.0
 MAX_HEARTBEAT_INTERVAL_S = 3.0
 
 
+#: Fields whose whole value is a secret: never in ``repr`` (``field(repr=False)``) nor in
+#: :meth:`Settings.describe`, which shows only whether they are set.
+_SECRETS = ("booth_token", "channel_token")
+
+
 def _mask_url(url: str) -> str:
     """Hide the password of a URL so settings can be logged."""
     parts = urlsplit(url)
@@ -86,7 +91,8 @@ class Settings:
     group_instance_id: str = ""
     #: Registry of events, IKM and booths (TOML).
     registry_path: Path = DEFAULT_REGISTRY
-    #: Optional TOML file with booth token hashes, kept out of the registry.
+    #: Optional TOML file with booth and channel token hashes, kept out of the registry
+    #: (producers.tokens). Without it ingest refuses every request.
     booth_tokens_path: Path | None = None
 
     host: str = "127.0.0.1"
@@ -113,6 +119,14 @@ class Settings:
     #: Largest request body ingest accepts, in bytes.
     max_body_bytes: int = 1_048_576
 
+    #: The booth client (``rekap booth``): this booth's id, the ingest base URL (empty:
+    #: ``http://<host>:<ingest_port>``) and the booth's token.
+    booth_id: str = ""
+    booth_url: str = ""
+    booth_token: str = field(default="", repr=False)
+    #: A channel's token, for ``rekap import --via ingest``.
+    channel_token: str = field(default="", repr=False)
+
     #: Where local processes keep pids, logs, data and outboxes.
     runtime_dir: Path = Path(".rekap")
     log_level: str = "info"
@@ -131,6 +145,16 @@ class Settings:
         settings = cls(**values)
         settings.check()
         return settings
+
+    def to_env(self) -> dict[str, str]:
+        """The ``REKAP_*`` variables that :meth:`from_env` reads back as these settings.
+
+        For starting a child process (worker, CLI, benchmark) with the same settings. The
+        values are unmasked, secrets included: pass them on, never print them (use
+        :meth:`describe`). A field that is None is left out, so the child gets its default.
+        """
+        return {f"REKAP_{f.name.upper()}": str(value) for f in fields(self)
+                if (value := getattr(self, f.name)) is not None}
 
     def check(self) -> None:
         """Reject settings that cannot work, naming the variable to fix."""
@@ -177,6 +201,8 @@ class Settings:
         """All settings as strings, secrets masked: safe to print or log."""
         out = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         out["redis_url"] = self.redis_url_masked
+        for name in _SECRETS:
+            out[name] = "***" if getattr(self, name) else ""
         return out
 
 

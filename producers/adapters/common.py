@@ -98,6 +98,23 @@ def count(value: Any, what: str, minimum: int = 1) -> int:
     return value
 
 
+def order_lines(lines: list[Any], name: str, price_key: str) -> tuple[int, int, str | None]:
+    """Units, rupiah total and (for a one-line order) SKU of an order's lines.
+
+    Each line is an object with ``qty`` and a unit price under ``price_key``; errors
+    name the line as ``<name>[n].<field>``.
+    """
+    quantity = total = 0
+    for n, line in enumerate(lines):
+        if not isinstance(line, dict):
+            raise Reject(Reason.WRONG_TYPE, f"{name}[{n}] must be an object")
+        qty = count(line.get("qty"), f"{name}[{n}].qty")
+        quantity += qty
+        total += qty * amount_idr(line.get(price_key), f"{name}[{n}].{price_key}")
+    sku = lines[0].get("sku") if len(lines) == 1 else None
+    return quantity, total, sku if isinstance(sku, str) else None
+
+
 def timestamp(value: Any, what: str, tz: str = "Asia/Jakarta") -> str:
     """RFC 3339 with offset; a naive ``YYYY-MM-DD HH:MM[:SS]`` is read in ``tz`` (WIB)."""
     if not isinstance(value, str) or not value:

@@ -31,10 +31,11 @@ from producers.adapters.common import (
     event_for,
     id_part,
     make_id,
+    order_lines,
     sale,
     timestamp,
 )
-from rekap.contract import Reason, Rejection
+from rekap.contract import Reason
 from rekap.registry import Registry
 
 CHANNEL = "marketplace"
@@ -95,19 +96,9 @@ def _order_lines(body: dict[str, Any]) -> tuple[int, int, str | None]:
         return count(body.get("quantity", 1), "quantity"), amount_idr(total, "total_idr"), None
     if not isinstance(items, list) or not items:
         raise Reject(Reason.WRONG_TYPE, "items must be a non-empty list")
-    quantity = 0
-    line_total = 0
-    for n, line in enumerate(items):
-        if not isinstance(line, dict):
-            raise Reject(Reason.WRONG_TYPE, f"items[{n}] must be an object")
-        qty = count(line.get("qty"), f"items[{n}].qty")
-        quantity += qty
-        line_total += qty * amount_idr(line.get("price_idr"), f"items[{n}].price_idr")
+    quantity, line_total, sku = order_lines(items, "items", "price_idr")
     if total is not None and amount_idr(total, "total_idr") != line_total:
         raise Reject(Reason.WRONG_TYPE,
                      f"total_idr {total} differs from the sum of the items {line_total}")
-    sku = items[0].get("sku") if len(items) == 1 else None
-    return quantity, line_total, sku if isinstance(sku, str) else None
+    return quantity, line_total, sku
 
-
-__all__ = ["CHANNEL", "Item", "Rejection", "map_webhook"]

@@ -24,6 +24,7 @@ from producers.adapters.common import (
     event_for,
     id_part,
     make_id,
+    order_lines,
     sale,
     timestamp,
 )
@@ -60,24 +61,16 @@ def _order(order: Any, registry: Registry) -> list[Item]:
         lines = order.get("lines")
         if not isinstance(lines, list) or not lines:
             raise Reject(Reason.MISSING_FIELD, "lines must be a non-empty list")
-        quantity = 0
-        total = 0
-        for n, line in enumerate(lines):
-            if not isinstance(line, dict):
-                raise Reject(Reason.WRONG_TYPE, f"lines[{n}] must be an object")
-            qty = count(line.get("qty"), f"lines[{n}].qty")
-            quantity += qty
-            total += qty * amount_idr(line.get("unit_price"), f"lines[{n}].unit_price")
+        quantity, total, sku = order_lines(lines, "lines", "unit_price")
         if "grand_total" in order and amount_idr(order["grand_total"], "grand_total") != total:
             raise Reject(Reason.WRONG_TYPE, f"grand_total {order['grand_total']} differs from the "
                                             f"sum of the lines {total}")
         created = timestamp(order.get("created_at"), "created_at")
         event = event_for(registry, merchant, created, order.get("event_id"))
-        sku = lines[0].get("sku") if len(lines) == 1 else None
         sale_id = make_id("web", SITE, order_no)
         out = [Item(ref, sale(sale_id=sale_id, ikm_id=merchant, event_id=event, channel=CHANNEL,
                               amount=total, quantity=quantity, occurred_at=created,
-                              sku=sku if isinstance(sku, str) else None,
+                              sku=sku,
                               source={"site": SITE, "order_no": order_no}))]
     except Reject as rej:
         return [Item(ref, rej.rejection)]

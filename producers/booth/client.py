@@ -3,12 +3,12 @@
 ``sync`` sends pending sales in batches to ``POST /v1/sales`` and marks each
 sale from ingest's per-item answer: ``accepted`` → sent, ``rejected`` (4xx) →
 rejected with the reason, ``unavailable`` (503) → stays pending. Network
-errors and 503/5xx answers are retried with exponential backoff and full
-jitter, so forty booths coming back on the venue Wi-Fi at once do not
-hammer ingest in step. A kill at any point is safe: a sale is marked sent only
-after ingest acknowledged it; if the process dies between the acknowledgement
-and the mark, the next sync sends it again and the worker de-duplicates it by
-sale_id.
+errors and answers that are not per-item are retried with
+:data:`~producers.ingest.client.BOOTH_BACKOFF` (full jitter, so forty booths
+coming back on the venue Wi-Fi at once do not hammer ingest in step). A kill at
+any point is safe: a sale is marked sent only after ingest acknowledged it; if
+the process dies between the acknowledgement and the mark, the next sync sends
+it again and the worker de-duplicates it by sale_id.
 """
 
 from __future__ import annotations
@@ -19,20 +19,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ulid import ULID
 
-from producers.booth.outbox import Outbox
+from producers.booth.outbox import Outbox, Pending
+from producers.ingest.client import BOOTH_BACKOFF, IngestClient, Retry
+from rekap.contract import Rejection, validate_sale
 from rekap.days import zone
 from rekap.errors import ConfigError, RekapError
 from rekap.registry import Registry
 
 log = logging.getLogger(__name__)
-
-#: Retry policy: the first wait is about BASE_S, doubling up to CAP_S.
-BASE_S = 0.5
-CAP_S = 30.0
 
 
 def capture(registry: Registry, booth_id: str, *, ikm: str, amount: int, quantity: int = 1,
@@ -60,9 +59,21 @@ def capture(registry: Registry, booth_id: str, *, ikm: str, amount: int, quantit
     return sale
 
 
-def backoff_s(attempt: int, rng: random.Random, base: float = BASE_S, cap: float = CAP_S) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rng.uniform(0, min(cap, base * 2 ** attempt))
+def record(registry: Registry, outbox_path: Path, booth_id: str, **fields: Any
+           ) -> dict[str, Any] | Rejection:
+    """Capture a sale (``fields`` as for :func:`capture`) and store it in the outbox.
+
+    A sale the contract rejects is returned as the Rejection and stored nowhere (no
+    outbox is created for it): ingest would refuse it anyway, and the staff can fix
+    it while the customer is still at the booth.
+    """
+    sale = capture(registry, booth_id, **fields)
+    checked = validate_sale(dict(sale), registry)
+    if isinstance(checked, Rejection):
+        return checked
+    with Outbox(outbox_path, create=True) as outbox:
+        outbox.record(sale)
+    return sale
 
 
 @dataclass
@@ -83,15 +94,15 @@ def sync(outbox: Outbox, url: str, token: str, *, batch: int = 100, max_attempts
          deadline_s: float | None = None, timeout_s: float = 30.0,
          rng: random.Random | None = None, sleep: Callable[[float], None] = time.sleep,
          on_batch: Callable[[SyncReport], None] | None = None) -> SyncReport:
-    """Send every pending sale; returns when none is pending, or attempts/deadline run out."""
-    import httpx
+    """Send every pending sale; returns when none is pending, or attempts/deadline run out.
 
-    rng = rng or random.Random()
+    ``max_attempts`` counts consecutive failed requests: a request that settles its
+    whole batch starts the count again.
+    """
     report = SyncReport()
     started = time.monotonic()
-    failures = 0
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, headers=headers) as client:
+    retry = Retry(BOOTH_BACKOFF, max_attempts, rng or random.Random(), sleep)
+    with IngestClient(url, token, timeout_s=timeout_s) as client:
         while True:
             todo = outbox.pending(batch)
             if not todo:
@@ -105,41 +116,33 @@ def sync(outbox: Outbox, url: str, token: str, *, batch: int = 100, max_attempts
             if on_batch:
                 on_batch(report)
             if progressed:
-                failures = 0
+                retry.reset()
                 continue
-            failures += 1
             report.retries += 1
-            if failures >= max_attempts:
-                report.errors.append(f"gave up after {failures} failed attempts")
+            if not retry.failed():
+                report.errors.append(f"gave up after {retry.failures} failed attempts")
                 break
-            sleep(backoff_s(failures, rng))
     report.pending_left = outbox.counts()["pending"]
     return report
 
 
-def _send_batch(client: Any, outbox: Outbox, todo: list[Any], report: SyncReport) -> bool:
+def _send_batch(client: IngestClient, outbox: Outbox, todo: list[Pending], report: SyncReport) -> bool:
     """One request; True if ingest settled every item of it (sent or rejected)."""
-    import httpx
-
-    try:
-        resp = client.post("/v1/sales", json={"sales": [p.payload for p in todo]})
-    except httpx.TransportError as exc:
-        report.errors.append(f"ingest unreachable: {exc}")
-        log.warning("ingest unreachable, will retry: %s", exc)
+    reply = client.post_sales([p.payload for p in todo])
+    if not reply.reached:
+        report.errors.append(f"ingest unreachable: {reply.text}")
+        log.warning("ingest unreachable, will retry: %s", reply.text)
         return False
-    if resp.status_code == 401:
+    if reply.status == 401:
         raise AuthError("ingest refused the booth token (401): check REKAP_BOOTH_TOKEN")
-    try:
-        results = resp.json().get("results")
-    except ValueError:
-        results = None
-    if results is None or len(results) != len(todo):
-        if resp.status_code == 413 and len(todo) > 1:
+    results = reply.results(expected=len(todo))
+    if results is None:
+        if reply.status == 413 and len(todo) > 1:
             # Too large: the next round sends the first half only (sync picks it up again).
             report.errors.append("batch too large")
             return _send_batch(client, outbox, todo[: len(todo) // 2], report)
-        report.errors.append(f"ingest answered {resp.status_code}")
-        log.warning("ingest answered %s, will retry", resp.status_code)
+        report.errors.append(f"ingest answered {reply.status}")
+        log.warning("ingest answered %s, will retry", reply.status)
         return False
     sent = [p.sale_id for p, r in zip(todo, results, strict=True) if r["status"] == "accepted"]
     rejected = [(p.sale_id, r["error"]["reason"], r["error"].get("detail") or "")

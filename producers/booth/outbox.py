@@ -46,6 +46,11 @@ class Pending:
     payload: dict[str, Any]
 
 
+def default_path(runtime_dir: Path, booth_id: str) -> Path:
+    """Where a booth's outbox lives unless ``--outbox`` says otherwise."""
+    return runtime_dir / "booth" / f"{booth_id}.sqlite3"
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -165,6 +170,3 @@ class Outbox:
         return list(self._db.execute(
             "SELECT sale_id, reason, detail FROM outbox WHERE state = 'rejected' "
             "ORDER BY seq DESC LIMIT ?", (limit,)))
-
-    def states(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT sale_id, state FROM outbox"))

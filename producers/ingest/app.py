@@ -31,18 +31,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from producers.adapters import marketplace, virtual_expo, website
 from producers.adapters.common import Item
-from producers.ingest.auth import ChannelTokens, Principal, authenticate, authorize, bearer_token
+from producers.ingest.auth import Principal, authenticate, authorize, bearer_token
 from producers.ingest.outcomes import (
     BODY_TOO_LARGE,
+    CHANNEL_NOT_ALLOWED,
     KAFKA_UNAVAILABLE,
     RETRY_AFTER_S,
     TOO_MANY_ITEMS,
     UNAUTHORIZED,
     Outcome,
     batch_status,
-    http_status,
 )
 from producers.kafka import Ack, SaleProducer
+from producers.tokens import TokenSource
 from rekap.contract import Reason, Rejection, Sale, validate_sale
 from rekap.errors import KafkaUnavailable
 from rekap.registry import Registry, RegistrySource
@@ -73,8 +74,8 @@ class IngestMetrics:
 class IngestState:
     def __init__(self, settings: Settings, producer: SaleProducer | None = None) -> None:
         self.settings = settings
-        self.registry_source = RegistrySource(settings.registry_path, settings.booth_tokens_path)
-        self.channel_tokens = ChannelTokens(settings.booth_tokens_path)
+        self.registry_source = RegistrySource(settings.registry_path)
+        self.tokens = TokenSource(settings.booth_tokens_path)
         self.producer = producer or SaleProducer(settings, client_id=f"{settings.app_id}-ingest")
         self.metrics = IngestMetrics()
 
@@ -143,7 +144,7 @@ async def _metrics(request: web.Request) -> web.Response:
 async def _authenticated(request: web.Request) -> Principal | web.Response:
     state = request.app[STATE]
     principal = authenticate(bearer_token(request.headers.get("Authorization")),
-                             state.registry_source.current(), state.channel_tokens.current())
+                             state.registry_source.current(), state.tokens.current())
     if principal is None:
         state.metrics.requests.labels("unauthorized").inc()
         return web.json_response(
@@ -274,7 +275,7 @@ def _adapter_route(channel: str, mapper: Callable[[bytes, Registry], list[Item]]
             return principal
         if principal.kind != "channel" or principal.channel != channel:
             _count_request(state, 403)
-            return _error(403, "channel_not_allowed",
+            return _error(403, CHANNEL_NOT_ALLOWED,
                           f"this route takes a {channel!r} channel token")
         body = await _read_body(request)
         if isinstance(body, web.Response):
@@ -306,5 +307,3 @@ def run(settings: Settings, ack_timeout_s: float = 10.0) -> None:
     web.run_app(app, host=settings.host, port=settings.ingest_port, print=None,
                 access_log=None, handle_signals=True)
 
-
-__all__ = ["create_app", "http_status", "run"]

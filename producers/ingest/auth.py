@@ -1,16 +1,8 @@
-"""Who may post what: booth tokens and channel tokens, stored hashed, compared in constant time.
+"""Who may post what: the principal behind a bearer token, and the scope it may post in.
 
-Both kinds live in one TOML token file (``REKAP_BOOTH_TOKENS_PATH``), never in
-the registry and never in plain text::
-
-    [booths]                      # read by rekap.registry (Booth.token_sha256)
-    "kokas-01" = "<sha256 hex>"
-
-    [channels]                    # read here
-    "marketplace" = "<sha256 hex>"            # one token for the channel ...
-    "marketplace:tokopedia" = "<sha256 hex>"  # ... or one per integrator: <channel>:<name>
-    "website" = "<sha256 hex>"
-    "virtual_expo" = "<sha256 hex>"
+Tokens and their hashes live in :mod:`producers.tokens` (one file, one reloading
+source for booth and channel tokens); this module only maps a token to a
+:class:`Principal` and checks each item against that principal's scope.
 
 A **booth** principal may post only ``channel = offline`` sales for its own
 ``booth_id`` (filled in when absent), its registered event and its IKM
@@ -22,22 +14,13 @@ in the event; the contract checks the rest. Channel tokens cannot post
 
 from __future__ import annotations
 
-import hmac
-import logging
-import re
-import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-from rekap.names import CHANNELS
-from rekap.registry import Registry, hash_token
-
-log = logging.getLogger(__name__)
-
-ONLINE_CHANNELS = tuple(c for c in CHANNELS if c != "offline")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+from producers.ingest.outcomes import CHANNEL_NOT_ALLOWED
+from producers.tokens import Tokens
+from rekap.contract import Reason
+from rekap.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -68,63 +51,24 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip()
 
 
-def load_channel_hashes(path: Path | None) -> dict[str, str]:
-    """The ``[channels]`` table of the token file; bad entries are logged and skipped."""
-    if path is None or not path.exists():
-        return {}
-    try:
-        with path.open("rb") as fh:
-            table = tomllib.load(fh).get("channels", {})
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        log.error("token file %s unreadable, no channel tokens in force: %s", path, exc)
-        return {}
-    out: dict[str, str] = {}
-    for name, digest in table.items():
-        channel = name.split(":", 1)[0]
-        if channel not in ONLINE_CHANNELS or not isinstance(digest, str) or not _HEX64.match(digest):
-            log.error("token file %s: channel entry %r ignored (want <channel>[:<name>] = "
-                      "\"<sha256 hex>\", channel one of %s)", path, name, ", ".join(ONLINE_CHANNELS))
-            continue
-        out[name] = digest
-    return out
+def authenticate(token: str | None, registry: Registry, tokens: Tokens) -> Principal | None:
+    """The principal owning ``token``, or None.
 
-
-class ChannelTokens:
-    """Channel token hashes, re-read when the token file changes (like the registry)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._path = path
-        self._stamp: int | None = None
-        self._hashes: dict[str, str] = {}
-        self.current()
-
-    def current(self) -> Mapping[str, str]:
-        stamp = None
-        if self._path is not None:
-            try:
-                stamp = self._path.stat().st_mtime_ns
-            except OSError:
-                stamp = None
-        if stamp != self._stamp:
-            self._stamp = stamp
-            self._hashes = load_channel_hashes(self._path)
-        return self._hashes
-
-
-def authenticate(token: str | None, registry: Registry,
-                 channel_hashes: Mapping[str, str]) -> Principal | None:
-    """The principal owning ``token``, or None. Every stored hash is compared, in constant time."""
+    A booth token counts only while its booth is in the registry: a booth removed from
+    the registry is refused even if the token file still names it.
+    """
     if not token:
         return None
-    digest = hash_token(token)
-    found: Principal | None = None
-    booth = registry.booth_for_token(token)
-    if booth is not None:
-        found = Principal("booth", booth.id, "offline", booth.event, booth.ikm)
-    for name, stored in channel_hashes.items():
-        if hmac.compare_digest(digest, stored):
-            found = Principal("channel", name, name.split(":", 1)[0])
-    return found
+    owner = tokens.owner(token)
+    if owner is None:
+        return None
+    kind, name = owner
+    if kind == "channel":
+        return Principal("channel", name, name.split(":", 1)[0])
+    booth = registry.booths.get(name)
+    if booth is None:
+        return None
+    return Principal("booth", booth.id, "offline", booth.event, booth.ikm)
 
 
 def authorize(principal: Principal, item: dict[str, Any]) -> Denial | None:
@@ -138,18 +82,18 @@ def authorize(principal: Principal, item: dict[str, Any]) -> Denial | None:
         if "booth_id" not in item or item["booth_id"] is None:
             item["booth_id"] = principal.name
         if channel != "offline":
-            return Denial("booth_not_allowed",
+            return Denial(Reason.BOOTH_NOT_ALLOWED.value,
                           f"booth {principal.name!r} may only post channel 'offline', got {channel!r}")
         if item["booth_id"] != principal.name:
-            return Denial("booth_not_allowed",
+            return Denial(Reason.BOOTH_NOT_ALLOWED.value,
                           f"booth {principal.name!r} may not post as booth {item['booth_id']!r}")
         if item.get("event_id") != principal.event or item.get("ikm_id") not in principal.ikm:
-            return Denial("booth_not_allowed",
+            return Denial(Reason.BOOTH_NOT_ALLOWED.value,
                           f"booth {principal.name!r} may not post for IKM {item.get('ikm_id')!r} "
                           f"in event {item.get('event_id')!r}")
         return None
     if channel != principal.channel:
-        return Denial("channel_not_allowed",
+        return Denial(CHANNEL_NOT_ALLOWED,
                       f"token {principal.name!r} may only post channel {principal.channel!r}, "
                       f"got {channel!r}")
     return None

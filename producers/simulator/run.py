@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from producers.ingest.client import SIMULATOR_BACKOFF, IngestClient, Reply, Retry
 from producers.simulator.scenario import Emission, Scenario
 from rekap.errors import KafkaUnavailable, RekapError
+from rekap.money import format_idr, format_idr_short
 from rekap.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,20 +117,56 @@ def run_ingest(settings: Settings, scenario: Scenario, url: str, tokens: dict[st
                *, rate: float | None = None, speedup: float | None = None,
                on_progress: Callable[[int], None] | None = None, max_attempts: int = 8) -> RunReport:
     """Send through ``POST /v1/sales``, one batch per run of records with the same sender."""
-    import httpx
-
     report = RunReport()
     started = time.monotonic()
     rng = random.Random(scenario.options.seed)
-    with httpx.Client(base_url=url.rstrip("/"), timeout=30) as client:
+    with IngestClient(url, timeout_s=30) as client:
         for chunk in _paced(scenario.emissions, rate, speedup, INGEST_BATCH):
             for sender, group in _by_sender(chunk):
                 token = _token_for(tokens, sender)
-                _post_group(client, token, group, report, rng, max_attempts)
+                _post_group(client, token, group, report, Retry(SIMULATOR_BACKOFF, max_attempts, rng))
             if on_progress:
                 on_progress(len(chunk))
     report.seconds = time.monotonic() - started
     return report
+
+
+def replay(settings: Settings, scenario: Scenario, *, via: str, url: str,
+           tokens: dict[str, dict[str, str]], rate: float | None = None,
+           speedup: float | None = None, progress: bool = True) -> RunReport:
+    """:func:`run_kafka` or :func:`run_ingest` (``via``), with a progress bar on the terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]simulasi"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                  disable=not progress) as bar:
+        task = bar.add_task("send", total=len(scenario.emissions), rate="")
+        t0 = time.monotonic()
+        count = [0]
+
+        def tick(n: int) -> None:
+            count[0] += n
+            per_s = count[0] / max(1e-6, time.monotonic() - t0)
+            bar.update(task, advance=n, rate=f"{per_s:,.0f}/dtk")
+
+        if via == "kafka":
+            return run_kafka(settings, scenario, rate=rate, speedup=speedup, on_progress=tick)
+        return run_ingest(settings, scenario, url, tokens, rate=rate, speedup=speedup,
+                          on_progress=tick)
+
+
+def describe(scenario: Scenario, truth_path: Path, generated_s: float) -> str:
+    """What was generated, for the operator (Bahasa Indonesia)."""
+    opts = scenario.options
+    rec = scenario.truth["records"]
+    lines = [f"skenario seed {opts.seed} skala {opts.scale}: {len(scenario.emissions)} rekaman "
+             f"({rec['applied']} penjualan/retur, {rec['duplicates']} kirim ulang, "
+             f"{rec['rejected_total']} rusak) dibuat dalam {generated_s:.2f} dtk"]
+    for event_id, totals in scenario.truth["events"].items():
+        lines.append(f"  {event_id}: {format_idr(totals['amount_idr'])} "
+                     f"({format_idr_short(totals['amount_idr'])})")
+    lines.append(f"  kebenaran dasar: {truth_path}")
+    return "\n".join(lines)
 
 
 def _by_sender(chunk: list[Emission]) -> Iterator[tuple[str, list[Emission]]]:
@@ -150,62 +188,56 @@ def _token_for(tokens: dict[str, dict[str, str]], sender: str) -> str:
     return table[name]
 
 
-def _post_group(client: Any, token: str, group: list[Emission], report: RunReport,
-                rng: random.Random, max_attempts: int) -> None:
-    import httpx
+def _post_group(client: IngestClient, token: str, group: list[Emission], report: RunReport,
+                retry: Retry) -> None:
+    """Post one sender's records until each is accepted or rejected.
 
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    pending = list(group)
-    raw = [e for e in pending if not _is_json_object(e.value)]
-    pending = [e for e in pending if _is_json_object(e.value)]
+    Retried: everything after a network error or a 5xx that is not per-item, and the
+    ``unavailable`` items of a per-item answer; ``retry`` gives up with KafkaUnavailable.
+    """
+    raw = [e for e in group if not _is_json_object(e.value)]
+    pending = [e for e in group if _is_json_object(e.value)]
     for e in raw:  # a malformed record cannot ride in a JSON batch: post it alone
-        resp = client.post("/v1/sales", content=e.value, headers=headers)
+        reply = client.post_sales(body=e.value, token=token)
+        if not reply.reached:
+            raise RekapError(f"ingest unreachable: {reply.text}")
         report.sent += 1
-        _count_reject(report, resp.json().get("error", {}).get("reason", str(resp.status_code)))
-    attempt = 0
+        _count_reject(report, reply.reason or str(reply.status))
     while pending:
-        body = b'{"sales":[' + b",".join(e.value for e in pending) + b"]}"
-        try:
-            resp = client.post("/v1/sales", content=body, headers=headers)
-        except httpx.TransportError as exc:
-            resp = None
-            log.warning("ingest unreachable: %s", exc)
+        reply = client.post_sales(body=b'{"sales":[' + b",".join(e.value for e in pending) + b"]}",
+                                  token=token)
+        if not reply.reached:
+            log.warning("ingest unreachable: %s", reply.text)
         report.sent += len(pending)
-        retry: list[Emission] = []
-        results = _results(resp)
-        if resp is None or (resp.status_code >= 500 and results is None):
-            retry = pending
-        elif resp.status_code == 401:
-            raise RekapError("ingest refused the demo token (401): is ingest running with "
-                             "REKAP_BOOTH_TOKENS_PATH pointing at the demo token file?")
-        else:
-            if results is None:
-                raise RekapError(f"ingest answered {resp.status_code}: {resp.text[:200]}")
-            for e, r in zip(pending, results, strict=True):
-                if r["status"] == "accepted":
-                    report.accepted += 1
-                elif r["status"] == "unavailable":
-                    retry.append(e)
-                elif r["status"] == "rejected":
-                    _count_reject(report, r["error"]["reason"])
-        if not retry:
+        again = _settle(reply, pending, report)
+        if not again:
             return
-        attempt += 1
         report.retries += 1
-        if attempt >= max_attempts:
-            raise KafkaUnavailable(f"{len(retry)} sales still unacknowledged after {attempt} attempts")
-        time.sleep(min(10.0, 0.2 * 2 ** attempt) * rng.uniform(0.5, 1.0))
-        pending = retry
+        if not retry.failed():
+            raise KafkaUnavailable(f"{len(again)} sales still unacknowledged after "
+                                   f"{retry.failures} attempts")
+        pending = again
 
 
-def _results(resp: Any) -> list[dict[str, Any]] | None:
-    if resp is None:
-        return None
-    try:
-        doc = resp.json()
-    except ValueError:
-        return None
-    return doc.get("results") if isinstance(doc, dict) else None
+def _settle(reply: Reply, pending: list[Emission], report: RunReport) -> list[Emission]:
+    """Count one batch answer; the records to send again (all of them if there was no answer)."""
+    results = reply.results(expected=len(pending))
+    if reply.status is None or (reply.status >= 500 and results is None):
+        return pending
+    if reply.status == 401:
+        raise RekapError("ingest refused the demo token (401): is ingest running with "
+                         "REKAP_BOOTH_TOKENS_PATH pointing at the demo token file?")
+    if results is None:
+        raise RekapError(f"ingest answered {reply.status}: {reply.text[:200]}")
+    again: list[Emission] = []
+    for e, r in zip(pending, results, strict=True):
+        if r["status"] == "accepted":
+            report.accepted += 1
+        elif r["status"] == "unavailable":
+            again.append(e)
+        elif r["status"] == "rejected":
+            _count_reject(report, r["error"]["reason"])
+    return again
 
 
 def _count_reject(report: RunReport, reason: str) -> None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import signal
 import sqlite3
-import subprocess
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,8 +15,9 @@ import httpx
 import pytest
 import redis
 
-from producers.booth.client import backoff_s, capture, sync
+from producers.booth.client import capture, sync
 from producers.booth.outbox import Outbox
+from producers.ingest.client import BOOTH_BACKOFF
 from rekap.days import zone
 from rekap.names import Keys
 from rekap.registry import Registry, load_registry
@@ -26,7 +25,8 @@ from rekap.settings import DEFAULT_REGISTRY, Settings
 from tests.producers.conftest import Ingest
 from tests.support.env import settings_env
 from tests.support.kafka import read_all
-from tests.support.worker import start_worker, wait_until
+from tests.support.procs import Child, wait_until
+from tests.support.worker import start_worker
 
 OPENING = datetime(2022, 6, 1, 10, 0, tzinfo=zone("Asia/Jakarta"))
 
@@ -67,7 +67,7 @@ def test_outbox_is_wal_and_a_sale_is_stored_once(tmp_path: Path, registry: Regis
 
 def test_backoff_is_capped_full_jitter() -> None:
     rng = random.Random(1)
-    waits = [backoff_s(a, rng) for a in range(20)]
+    waits = [BOOTH_BACKOFF.wait_s(a, rng) for a in range(20)]
     assert all(0 <= w <= 30 for w in waits)
     assert max(waits[:2]) <= 1.0
 
@@ -113,21 +113,15 @@ async def test_booth_sync_killed_mid_way_loses_and_duplicates_nothing(
                        REKAP_BOOTH_TOKEN=ingest.tokens["booths"]["kokas-01"])
     cmd = [sys.executable, "-m", "rekap.cli", "booth", "sync", "--outbox", str(path), "--batch", "3"]
     kill_after = random.randrange(10, 200)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # noqa: ASYNC220
-                            start_new_session=True)
-    try:
-        with Outbox(path) as watch:
-            for _ in range(600):
-                if watch.counts()["sent"] >= kill_after or proc.poll() is not None:
-                    break
-                await asyncio.sleep(0.02)
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-            killed_at = watch.counts()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, "sync finished before the kill: make it slower"
+    with (Child(cmd, log_path=tmp_path / "sync.log", env=env, name="booth sync") as sync_proc,
+          Outbox(path) as watch):
+        for _ in range(600):
+            if watch.counts()["sent"] >= kill_after or sync_proc.proc.poll() is not None:
+                break
+            await asyncio.sleep(0.02)
+        status = sync_proc.kill()
+        killed_at = watch.counts()
+    assert status == -signal.SIGKILL, "sync finished before the kill: make it slower"
     assert 0 < killed_at["sent"] < 240 and killed_at["pending"] > 0
     rerun = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE,
                                                  stderr=asyncio.subprocess.PIPE)

@@ -19,10 +19,10 @@ import pytest
 from producers.booth.outbox import Outbox
 from rekap.errors import ConfigError
 from rekap.settings import Settings
-from tests.conftest import free_port
 from tests.producers.conftest import Ingest
 from tests.support.env import run_cli, settings_env
 from tests.support.kafka import read_all
+from tests.support.procs import free_port
 
 #: Inside the Kota Kasablanka exhibition (1–6 June 2022, WIB), the event of booths kokas-*.
 AT = "2022-06-02T{:02d}:15:00+07:00"
@@ -52,6 +52,16 @@ def status_json(env: dict[str, str], *args: str) -> dict[str, Any]:
     return doc
 
 
+def status_doc(counts: tuple[int, int, int], amounts_idr: tuple[int, int, int],
+               refunds: tuple[int, int, int] = (0, 0, 0), booth_id: str = "kokas-01") -> dict[str, Any]:
+    """The ``booth status --json`` document, each triple given as (pending, sent, rejected)."""
+    def states(values: tuple[int, int, int]) -> dict[str, int]:
+        return dict(zip(("pending", "sent", "rejected"), values, strict=True))
+
+    return {"booth_id": booth_id, "counts": states(counts), "refunds": states(refunds),
+            "amounts_idr": states(amounts_idr)}
+
+
 def status_table(env: dict[str, str], *args: str
                  ) -> tuple[dict[str, tuple[str, str, str]], list[str]]:
     """The table's rows as ``{label: (jumlah, retur, nilai bersih)}``, and the lines after it."""
@@ -78,12 +88,7 @@ def test_status_reports_each_state_as_sync_marks_it(tmp_path: Path) -> None:
     outbox_path = settings.runtime_dir / "booth" / "kokas-01.sqlite3"
     assert outbox_path.exists()  # the default outbox: <runtime_dir>/booth/<booth-id>.sqlite3
 
-    assert status_json(env) == {
-        "booth_id": "kokas-01",
-        "counts": {"pending": 5, "sent": 0, "rejected": 0},
-        "refunds": {"pending": 0, "sent": 0, "rejected": 0},
-        "amounts_idr": {"pending": 610_000, "sent": 0, "rejected": 0},
-    }
+    assert status_json(env) == status_doc(counts=(5, 0, 0), amounts_idr=(610_000, 0, 0))
 
     # What sync does with one answer: every item attempted, then accepted → sent, 4xx → rejected.
     with Outbox(outbox_path) as outbox:
@@ -92,12 +97,7 @@ def test_status_reports_each_state_as_sync_marks_it(tmp_path: Path) -> None:
         outbox.mark_rejected([(ids[2], "outside_event_window", "2022-06-07 is after the event")])
         outbox.mark_sent([ids[2]])  # a late acknowledgement never flips a settled sale
 
-    assert status_json(env) == {
-        "booth_id": "kokas-01",
-        "counts": {"pending": 2, "sent": 2, "rejected": 1},
-        "refunds": {"pending": 0, "sent": 0, "rejected": 0},
-        "amounts_idr": {"pending": 235_000, "sent": 225_000, "rejected": 150_000},
-    }
+    assert status_json(env) == status_doc(counts=(2, 2, 1), amounts_idr=(235_000, 225_000, 150_000))
     rows, rejected = status_table(env)
     assert rows == {"Status": ("Jumlah", "Retur", "Nilai bersih"), "tertunda": ("2", "0", "Rp235.000"),
                     "terkirim": ("2", "0", "Rp225.000"), "ditolak": ("1", "0", "Rp150.000")}
@@ -132,12 +132,7 @@ def test_amounts_are_net_rupiah_refunds_subtract(tmp_path: Path) -> None:
     other = record(env, "--ikm", "lampung-ethnica", "--amount", "50000", "--at", AT.format(12))
 
     # A sale and its full refund are Rp0 in the cash box, not Rp250.000.
-    assert status_json(env) == {
-        "booth_id": "kokas-01",
-        "counts": {"pending": 3, "sent": 0, "rejected": 0},
-        "refunds": {"pending": 1, "sent": 0, "rejected": 0},
-        "amounts_idr": {"pending": 50_000, "sent": 0, "rejected": 0},
-    }
+    assert status_json(env) == status_doc(counts=(3, 0, 0), amounts_idr=(50_000, 0, 0), refunds=(1, 0, 0))
     rows, _ = status_table(env)
     assert rows["tertunda"] == ("3", "1", "Rp50.000")
 
@@ -233,12 +228,8 @@ async def test_status_after_real_syncs_matches_what_ingest_did(ingest: Ingest, t
     later = await asyncio.to_thread(record, env, *common, "--ikm", "lampung-ethnica", "--amount", "20000",
                                     "--at", AT.format(16))
 
-    assert await asyncio.to_thread(status_json, env, *common) == {
-        "booth_id": "kokas-01",
-        "counts": {"pending": 1, "sent": 3, "rejected": 1},
-        "refunds": {"pending": 0, "sent": 0, "rejected": 0},
-        "amounts_idr": {"pending": 20_000, "sent": 250_000, "rejected": 40_000},
-    }
+    assert await asyncio.to_thread(status_json, env, *common) == \
+        status_doc(counts=(1, 3, 1), amounts_idr=(20_000, 250_000, 40_000))
     rows, rejected = await asyncio.to_thread(status_table, env, *common)
     assert rows["tertunda"] == ("1", "0", "Rp20.000")
     assert rows["terkirim"] == ("3", "0", "Rp250.000")

@@ -231,7 +231,7 @@ async def test_a_file_larger_than_ingest_takes_fails_before_sending(
 
 
 async def test_an_unreachable_ingest_exits_3_with_a_retry_message(ingest: Ingest) -> None:
-    from tests.conftest import free_port
+    from tests.support.procs import free_port
 
     nobody = f"http://127.0.0.1:{free_port()}"
     proc = await rekap_import(ingest, str(SAMPLE), "--via", "ingest", "--url", nobody)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,12 +21,12 @@ from producers.booth.client import sync
 from producers.booth.outbox import Outbox
 from rekap.settings import Settings
 from rekap.topics import ensure_topics
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
 from tests.producers.conftest import with_tokens
 from tests.producers.test_booth import fill
-from tests.support.env import settings_env
+from tests.support.env import clean_env, settings_env
 from tests.support.kafka import read_all
-from tests.support.worker import wait_until
+from tests.support.procs import Child, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -48,10 +47,9 @@ class PrivateStack:
 @pytest.fixture
 def private_stack(tmp_path: Path) -> Iterator[PrivateStack]:
     kafka_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REKAP_")}
-    env.update(REKAP_RUNTIME_DIR=str(tmp_path / "stack"), REKAP_KAFKA_PORT=str(kafka_port),
-               REKAP_KAFKA_CONTROLLER_PORT=str(free_port()), REKAP_REDIS_PORT=str(free_port()),
-               REKAP_STACK_PROMETHEUS="0")
+    env = clean_env(REKAP_RUNTIME_DIR=str(tmp_path / "stack"), REKAP_KAFKA_PORT=str(kafka_port),
+                    REKAP_KAFKA_CONTROLLER_PORT=str(free_port()), REKAP_REDIS_PORT=str(free_port()),
+                    REKAP_STACK_PROMETHEUS="0")
     assert env["REKAP_KAFKA_PORT"] != "19092" and env["REKAP_REDIS_PORT"] != "16379"
     stack = PrivateStack(env, f"127.0.0.1:{kafka_port}")
     stack.run("up")
@@ -72,11 +70,10 @@ async def test_kafka_outage_answers_503_then_retries_land_exactly_once(
     s, tokens = with_tokens(s, tmp_path / "tokens")
     # ingest runs as its own process: kafka-python leaks the socket of every connect refused
     # during the outage (3.0.12), which must not fail this test session's warning checks.
-    log = (tmp_path / "ingest.log").open("wb")
-    ingest = subprocess.Popen([sys.executable, "-m", "rekap.cli", "ingest", "--ack-timeout", "4"],  # noqa: ASYNC220
-                              env=settings_env(s), stdout=log, stderr=subprocess.STDOUT)
+    ingest = Child([sys.executable, "-m", "rekap.cli", "ingest", "--ack-timeout", "4"],
+                   log_path=tmp_path / "ingest.log", env=settings_env(s), name="ingest")
     url = f"http://{s.host}:{s.ingest_port}"
-    await asyncio.to_thread(wait_until, lambda: _healthy(url), 30, 0.2, "ingest up")
+    await asyncio.to_thread(ingest.wait_ready, lambda: _healthy(url), 30, "/healthz answered")
     headers = {"Authorization": f"Bearer {tokens['booths']['kokas-01']}"}
     from rekap.registry import load_registry
 
@@ -115,9 +112,7 @@ async def test_kafka_outage_answers_503_then_retries_land_exactly_once(
         assert len(ids) == len(set(ids)) == 30  # the client resent only what was not acknowledged
     finally:
         outbox.close()
-        ingest.terminate()
-        ingest.wait(15)
-        log.close()
+        ingest.stop(15)
 
 
 def _healthy(url: str) -> bool:

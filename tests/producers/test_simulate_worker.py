@@ -15,7 +15,8 @@ from rekap.names import Keys
 from rekap.settings import Settings
 from tests.producers.conftest import Ingest
 from tests.support.env import settings_env
-from tests.support.worker import start_worker, wait_until
+from tests.support.procs import wait_until
+from tests.support.worker import start_worker
 
 pytestmark = pytest.mark.integration
 

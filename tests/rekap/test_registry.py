@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from rekap.errors import RegistryError
-from rekap.registry import RegistrySource, build_registry, hash_token, load_registry, new_token
+from rekap.registry import RegistrySource, build_registry, load_registry
 from rekap.settings import DEFAULT_REGISTRY
 
 CHAMPIONS = {"Lampung Ethnica", "Pisang Shamiya", "Littlemonq", "Rafins Snack", "Askha Jaya"}
@@ -70,16 +70,13 @@ def test_child_ikm_must_take_part_in_the_parent() -> None:
         build_registry(raw)
 
 
-def test_booth_tokens_are_stored_hashed_and_checked() -> None:
-    token = new_token()
-    reg = build_registry(_raw(), tokens={"b1": hash_token(token)})
-    booth = reg.booths["b1"]
-    assert booth.token_sha256 == hash_token(token) != token
-    assert booth.token_matches(token) and not booth.token_matches(token + "x")
-    assert reg.booth_for_token(token) is booth
-    assert reg.booth_for_token("wrong") is None
-    with pytest.raises(RegistryError, match="unknown booths"):
-        build_registry(_raw(), tokens={"ghost": hash_token(token)})
+def test_the_fingerprint_covers_the_registry_file_only(tmp_path: Path) -> None:
+    """Tokens are not the registry's business: issuing one must not look like a registry change."""
+    path = tmp_path / "registry.toml"
+    path.write_text(DEFAULT_REGISTRY.read_text())
+    assert load_registry(path).fingerprint == load_registry(DEFAULT_REGISTRY).fingerprint
+    path.write_text(DEFAULT_REGISTRY.read_text() + '\n[[ikm]]\nid = "ikm-baru"\nname = "IKM Baru"\n')
+    assert load_registry(path).fingerprint != load_registry(DEFAULT_REGISTRY).fingerprint
 
 
 def test_registry_source_picks_up_changes_and_keeps_the_last_good(tmp_path: Path) -> None:
