@@ -17,9 +17,11 @@ in a topic name fails loudly instead of silently creating a one-partition topic.
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 from dataclasses import dataclass, field
 
-from rekap.errors import ConfigError, KafkaUnavailable
+from rekap.errors import ConfigError
+from rekap.kafkaconn import admin_client, unavailable
 from rekap.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,23 +58,19 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create every rekap topic that does not exist yet; return the names created.
 
+    ``timeout_s`` bounds reaching the broker and each admin request; past it the
+    result is :class:`rekap.errors.KafkaUnavailable`.
+
     An existing sales topic with fewer partitions than configured is reported,
     not changed: adding partitions re-keys IKM onto other partitions, which the
     operator must decide (see README, "Running past one machine").
     """
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
 
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                 client_id=f"{settings.app_id}-admin",
-                                 request_timeout_ms=int(timeout_s * 1000))
-    except KafkaError as exc:
-        raise KafkaUnavailable(
-            f"cannot reach Kafka at {settings.kafka_bootstrap} to create topics "
-            f"(is the stack up? `deploy/local/stack up`): {exc}") from exc
     created: list[str] = []
-    try:
+    with (unavailable("creating topics", settings),
+          admin_client(settings, timeout_s=timeout_s) as admin):
         existing = set(admin.list_topics())
         for spec in topic_specs(settings):
             if spec.name in existing:
@@ -86,30 +84,20 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
             except TopicAlreadyExistsError:
                 pass  # another process won the race; same specs, nothing to do
         _check_partitions(admin, settings)
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"creating topics on {settings.kafka_bootstrap} failed: {exc}") from exc
-    finally:
-        admin.close()
     return created
 
 
-def delete_topics(settings: Settings) -> None:
+def delete_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     """Delete every rekap topic (tests and `rebuild --from-scratch` demos only)."""
-    from kafka.admin import KafkaAdminClient
-    from kafka.errors import KafkaError, UnknownTopicOrPartitionError
+    from kafka.errors import UnknownTopicOrPartitionError
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    try:
+    with (unavailable("deleting topics", settings),
+          admin_client(settings, timeout_s=timeout_s) as admin):
         names = [s.name for s in topic_specs(settings)]
         present = [n for n in names if n in set(admin.list_topics())]
         if present:
-            admin.delete_topics(present)
-    except UnknownTopicOrPartitionError:
-        pass
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"deleting topics failed: {exc}") from exc
-    finally:
-        admin.close()
+            with suppress(UnknownTopicOrPartitionError):  # deleted meanwhile by another process
+                admin.delete_topics(present)
 
 
 def _check_partitions(admin: object, settings: Settings) -> None:
