@@ -10,7 +10,6 @@ other's records or keys and can run in any order.
 from __future__ import annotations
 
 import re
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import redis
 
 from rekap.settings import Settings
 from rekap.topics import delete_topics, ensure_topics
+from tests.support.procs import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,12 +55,6 @@ def kafka_socket_filters(bootstrap: str) -> list[str]:
 def pytest_configure(config: pytest.Config) -> None:
     for line in kafka_socket_filters(config.getoption("--kafka-bootstrap")):
         config.addinivalue_line("filterwarnings", line)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

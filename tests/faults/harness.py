@@ -104,15 +104,16 @@ import redis
 from consumers.reconcile import format_report
 from consumers.reconcile import run as reconcile
 from rekap.names import TOTAL_FIELDS, Keys
+from rekap.records import UNROUTED
 from rekap.registry import Registry, load_registry
 from rekap.settings import Settings
 from rekap.topics import delete_topics, ensure_topics
-from streams.batch import UNROUTED
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
 from tests.streams.test_worker import counted, replays
 from tests.streams.truth import IGNORED, redis_totals, stats
-from tests.support.env import settings_env
+from tests.support.env import clean_env, settings_env
 from tests.support.kafka import read_all
+from tests.support.procs import Child, free_port
 from tests.support.worker import WorkerProcess, start_worker
 
 STACK = REPO / "deploy" / "local" / "stack"
@@ -184,13 +185,11 @@ class PrivateStack:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REKAP_")}
-        env.update(REKAP_RUNTIME_DIR=str(self.runtime), REKAP_KAFKA_PORT=str(self.kafka_port),
-                   REKAP_KAFKA_CONTROLLER_PORT=str(self.controller_port),
-                   REKAP_REDIS_PORT=str(self.redis_port), REKAP_STACK_PROMETHEUS="0",
-                   # The Kafka health check needs kafka-python: this interpreter has it.
-                   REKAP_PYTHON=sys.executable)
-        return env
+        return clean_env(REKAP_RUNTIME_DIR=str(self.runtime), REKAP_KAFKA_PORT=str(self.kafka_port),
+                         REKAP_KAFKA_CONTROLLER_PORT=str(self.controller_port),
+                         REKAP_REDIS_PORT=str(self.redis_port), REKAP_STACK_PROMETHEUS="0",
+                         # The Kafka health check needs kafka-python: this interpreter has it.
+                         REKAP_PYTHON=sys.executable)
 
     def run(self, *args: str, timeout_s: float = 240) -> str:
         done = subprocess.run([str(STACK), *args], env=self.env, capture_output=True, text=True,
@@ -545,13 +544,12 @@ class Scenario:
         #: (monotonic time, what) of every fault injected.
         self.faults: list[tuple[float, str]] = []
         self.poller: Poller | None = None
-        self.sim: subprocess.Popen[bytes] | None = None
+        self.sim: Child | None = None
         self.problems: list[str] = []
         self.passed = False
         self._ports = {"a": self.settings.worker_port}
         self._client = redis.Redis.from_url(stack.redis_url, socket_timeout=30)
         self._started = time.monotonic()
-        self._sim_log = workdir / "simulate.log"
         self._truth_path = workdir / "truth.json"
         self._on_topic: int | None = None
         self._stream_end: float | None = None
@@ -574,13 +572,8 @@ class Scenario:
             self._cleanup()
 
     def _stop_processes(self) -> None:
-        if self.sim is not None and self.sim.poll() is None:
-            self.sim.terminate()
-            try:
-                self.sim.wait(15)
-            except subprocess.TimeoutExpired:
-                self.sim.kill()
-                self.sim.wait(10)
+        if self.sim is not None:
+            self.sim.stop(15)
         for w in self.workers.values():
             w.stop()
         if self.poller is not None:
@@ -625,14 +618,12 @@ class Scenario:
                "--resend-rate", str(RESEND_RATE), "--refund-rate", str(REFUND_RATE),
                "--bad-rate", str(BAD_RATE), "--rate", str(self.rate),
                "--truth", str(self._truth_path)]
-        with self._sim_log.open("wb") as log:
-            self.sim = subprocess.Popen(cmd, env=settings_env(self.settings), stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while not self._truth_path.exists():  # written before the first record is sent
-            if self.sim.poll() is not None or time.monotonic() > deadline:
-                raise FaultError(f"the simulator wrote no ground truth:\n{self._tail(self._sim_log)}")
-            time.sleep(0.1)
+        self.sim = Child(cmd, log_path=self.workdir / "simulate.log", env=settings_env(self.settings),
+                         name="simulator")
+        try:  # the ground truth is written before the first record is sent
+            self.sim.wait_ready(self._truth_path.exists, 120, "ground truth written", 0.1)
+        except (RuntimeError, TimeoutError) as exc:
+            raise FaultError(f"the simulator wrote no ground truth: {exc}") from exc
         self.truth = json.loads(self._truth_path.read_text())
         want_h, want_b = expected_state(self.truth, self.registry, self.keys)
         event_level = {k: v for k, v in want_h.items() if ":ikm:" not in k}
@@ -674,9 +665,9 @@ class Scenario:
         for role, w in self.workers.items():
             if w.proc.poll() is not None:
                 self._fail(f"worker {role} exited with {w.proc.returncode} on its own")
-        if self.sim is not None and self.sim.poll() not in (None, 0):
-            self._fail(f"the simulator failed (exit {self.sim.returncode}):\n"
-                       f"{self._tail(self._sim_log)}")
+        if self.sim is not None and self.sim.proc.poll() not in (None, 0):
+            self._fail(f"the simulator failed (exit {self.sim.proc.returncode}):\n"
+                       f"{self.sim.log_tail(30)}")
 
     def _fail(self, message: str) -> None:
         """Stop the scenario with ``message``, the problems found so far and the workers' logs."""
@@ -716,10 +707,10 @@ class Scenario:
         assert self.sim is not None and self.poller is not None, "start_stream() first"
         sent = int(self.truth["records"]["sent"])
         deadline = time.monotonic() + sent / self.rate + 240
-        while self.sim.poll() is None:
+        while self.sim.proc.poll() is None:
             self.check_processes()
             if time.monotonic() > deadline:
-                self._fail(f"the simulator did not finish:\n{self._tail(self._sim_log)}")
+                self._fail(f"the simulator did not finish:\n{self.sim.log_tail(30)}")
             time.sleep(POLL_S)
         self._stream_end = time.monotonic()
         self.check_processes()
@@ -887,13 +878,6 @@ class Scenario:
                 out.append(f"--- tail of {w.log_path.name}:")
                 out += text.splitlines()[-lines:]
         return "\n".join(out)
-
-    @staticmethod
-    def _tail(path: Path, lines: int = 30) -> str:
-        try:
-            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 def topic_records(settings: Settings, topic: str) -> int:

@@ -7,8 +7,6 @@ runs with ``allkeys-lru`` and CONFIG disabled, as on many managed Redis services
 from __future__ import annotations
 
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +17,8 @@ import redis
 from rekap.errors import ConfigError, RedisUnavailable
 from rekap.redisconn import check_eviction_policy
 from rekap.settings import Settings
-from tests.conftest import free_port
 from tests.support.env import run_cli, settings_env
+from tests.support.procs import Child, free_port
 
 PASSWORD = "throwaway-pass"  # a private server that lives for this module only
 
@@ -42,32 +40,16 @@ def evicting_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
                     pytrace=False)
     workdir = tmp_path_factory.mktemp("evicting-redis")
     port = free_port()
-    log = (workdir / "redis.log").open("wb")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), "--maxmemory-policy", "allkeys-lru", "--requirepass", PASSWORD,
-         "--rename-command", "CONFIG", ""],
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(workdir), "--maxmemory-policy", "allkeys-lru", "--requirepass", PASSWORD,
+            "--rename-command", "CONFIG", ""]
+    with Child(argv, log_path=workdir / "redis.log", name="redis-server") as server:
         client = redis.Redis.from_url(Server(port).url)
         try:
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        pytest.fail("throwaway redis-server did not start:\n"
-                                    + (workdir / "redis.log").read_text(errors="replace"))
-                    time.sleep(0.05)
+            server.wait_ready(client.ping, 15, "PING answered", 0.05)
         finally:
             client.close()
         yield Server(port)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def test_an_evicting_redis_is_refused_with_the_policy_and_the_fix(evicting_redis: Server) -> None:

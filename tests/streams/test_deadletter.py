@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from rekap.contract import Reason
+from rekap.records import ConsumedRecord
 from streams.apply import Outcome
-from streams.batch import ConsumedRecord
 from streams.deadletter import (
     MAX_DETAIL_CHARS,
     MAX_KEY_BYTES,

@@ -17,22 +17,24 @@ from typing import Any
 import pytest
 import redis
 
-from consumers.reconcile import format_report, run
+from producers.simulator.synthetic import generate
 from rekap.contract import Reason
 from rekap.errors import RedisLostWrites
 from rekap.names import Keys
+from rekap.records import UNROUTED, ConsumedRecord
 from rekap.redisconn import connect
 from rekap.registry import Registry, load_registry
 from rekap.settings import DEFAULT_REGISTRY, Settings
-from streams.apply import Applier
-from streams.batch import UNROUTED, ConsumedRecord, plan_batch
+from streams.apply import Applier, BatchResult
+from streams.batch import BatchPlan, plan_batch
 from streams.progress import Progress, known_roots
+from streams.script import RECORD_FIELDS
 from tests.streams.test_apply import as_records
-from tests.streams.test_worker import counted
+from tests.streams.test_worker import assert_reconciled, wait_counted
 from tests.streams.truth import assert_matches, stats
 from tests.support.kafka import produce, produce_json
-from tests.support.salesgen import generate
-from tests.support.worker import start_worker, wait_until
+from tests.support.procs import wait_until
+from tests.support.worker import start_worker
 
 pytestmark = pytest.mark.integration
 ROOT = "lagawi-2022"
@@ -56,17 +58,22 @@ def metric(worker_url: str, name: str) -> float:
 
 # ---------------------------------------------------------------- the script --
 
+async def apply_once(settings: Settings, plan: BatchPlan) -> BatchResult:
+    """One :meth:`Applier.apply` of ``plan``, on a Redis client of its own."""
+    client = connect(settings)
+    try:
+        return await Applier(client, settings).apply(plan)
+    finally:
+        await client.aclose()
+
+
 async def test_every_tree_fence_moves_to_the_batch_end(settings: Settings,
                                                        redis_client: redis.Redis) -> None:
     """A tree without a record in the batch still advances, so the floor is where we stopped."""
     keys = Keys(settings.redis_prefix)
     records = as_records(generate(REGISTRY, 30, seed=3), settings.topic_sales)
     plan = plan_batch(records, REGISTRY, keys, fence_roots=known_roots(REGISTRY))
-    client = connect(settings)
-    try:
-        result = await Applier(client, settings).apply(plan)
-    finally:
-        await client.aclose()
+    result = await apply_once(settings, plan)
     assert not any(o.status == "rejected" for o in result.outcomes)  # UNROUTED got no record
     for root in known_roots(REGISTRY):
         fences = {int(p): int(o) for p, o in
@@ -118,17 +125,14 @@ async def test_a_record_that_breaks_the_script_costs_only_itself(
         group = real(root, planned, *args, **kwargs)
         for i, p in enumerate(group.records):
             if p.record.offset == bad_at and p.sale is not None:
-                group.argv[5 + 15 * i + 8] = "not-a-number"  # amount_idr, as a bug would pack it
+                at = len(RECORD_FIELDS) * i + RECORD_FIELDS.index("amount_idr")
+                group.fields[at] = "not-a-number"  # as a bug would pack it
         return group
 
     monkeypatch.setattr(streams.batch, "build_group", packing_bug)
     monkeypatch.setattr(streams.apply, "build_group", packing_bug)
     plan = plan_batch(records, REGISTRY, keys, fence_roots=known_roots(REGISTRY))
-    client = connect(settings)
-    try:
-        result = await Applier(client, settings).apply(plan)
-    finally:
-        await client.aclose()
+    result = await apply_once(settings, plan)
     labels = {o.record.offset: o.label for o in result.outcomes}
     assert labels[bad_at] == "rejected:internal_error"
     assert sum(1 for v in labels.values() if v == "applied") == len(values) - 1
@@ -168,23 +172,19 @@ def test_redis_emptied_mid_stream_heals_by_itself(settings: Settings,
     settings = replace(settings, batch_max=50)
     keys = Keys(settings.redis_prefix)
     values = generate(REGISTRY, 1200, seed=41)
-    worker = start_worker(settings)
-    try:
+    with start_worker(settings) as worker:
         produce_json(settings, values[:600])
-        wait_until(lambda: counted(redis_client, keys) == 600, timeout=60, message="first half")
+        wait_counted(redis_client, keys, 600, message="first half")
         assert wipe(redis_client, keys) > 0
         produce_json(settings, values[600:])
-        wait_until(lambda: counted(redis_client, keys) == len(values), timeout=90,
-                   message="every record counted again after Redis lost everything")
+        wait_counted(redis_client, keys, len(values), timeout=90,
+                     message="every record counted again after Redis lost everything")
         assert_matches(redis_client, values, REGISTRY, keys)
         assert metric(worker.url, "rekap_redis_lost_writes_total") >= 1
         assert metric(worker.url, "rekap_records_replayed_total") >= 600
         wait_until(lambda: not redis_client.exists(keys.recovering()), timeout=10,
                    message="the recovering mark cleared")
-    finally:
-        worker.stop()
-    report = run(settings, timeout_s=5)
-    assert report.ok, format_report(report)
+    assert_reconciled(settings)
 
 
 def test_redis_emptied_while_no_sale_arrives_heals_by_itself(settings: Settings,
@@ -192,23 +192,19 @@ def test_redis_emptied_while_no_sale_arrives_heals_by_itself(settings: Settings,
     keys = Keys(settings.redis_prefix)
     values = generate(REGISTRY, 500, seed=42)
     bad = [(b"k", b"{not json"), (b"k", b"[" * 100_000)]
-    worker = start_worker(settings)
-    try:
+    with start_worker(settings):
         produce_json(settings, values)
         produce(settings, settings.topic_sales, bad)
-        wait_until(lambda: counted(redis_client, keys) == len(values) + 2, timeout=60,
-                   message="all applied")
+        wait_counted(redis_client, keys, len(values) + 2, message="all applied")
         wipe(redis_client, keys)
         # Nothing more is produced: only the progress check can notice.
-        wait_until(lambda: counted(redis_client, keys) == len(values) + 2, timeout=30,
-                   message="replayed without a new sale")
+        wait_counted(redis_client, keys, len(values) + 2, timeout=30,
+                     message="replayed without a new sale")
         assert_matches(redis_client, values, REGISTRY, keys)
-        assert stats(redis_client, keys, UNROUTED).get("rejected:malformed_json", 0) \
-            + stats(redis_client, keys, UNROUTED).get("rejected:nesting_too_deep", 0) == 2
-    finally:
-        worker.stop()
-    report = run(settings, timeout_s=5)
-    assert report.ok, format_report(report)
+        unrouted = stats(redis_client, keys, UNROUTED)
+        assert unrouted.get("rejected:malformed_json", 0) \
+            + unrouted.get("rejected:nesting_too_deep", 0) == 2
+    assert_reconciled(settings)
 
 
 def test_restart_onto_an_emptied_redis_resumes_from_the_fences(settings: Settings,
@@ -216,21 +212,14 @@ def test_restart_onto_an_emptied_redis_resumes_from_the_fences(settings: Setting
     """Kafka's committed offsets say "done"; Redis says nothing: Redis wins, the ledger replays."""
     keys = Keys(settings.redis_prefix)
     values = generate(REGISTRY, 800, seed=43)
-    worker = start_worker(settings)
-    try:
+    with start_worker(settings):  # a graceful stop at the end: the group's offsets are committed
         produce_json(settings, values[:500])
-        wait_until(lambda: counted(redis_client, keys) == 500, timeout=60, message="applied")
-    finally:
-        worker.stop()  # graceful: the group's offsets are committed at the end
+        wait_counted(redis_client, keys, 500, message="applied")
     wipe(redis_client, keys)
     produce_json(settings, values[500:])
-    worker = start_worker(settings)
-    try:
-        wait_until(lambda: counted(redis_client, keys) == len(values), timeout=90,
-                   message="replayed from the beginning")
+    with start_worker(settings) as worker:
+        wait_counted(redis_client, keys, len(values), timeout=90,
+                     message="replayed from the beginning")
         assert_matches(redis_client, values, REGISTRY, keys)
         assert metric(worker.url, "rekap_records_replayed_total") >= 500
-    finally:
-        worker.stop()
-    report = run(settings, timeout_s=5)
-    assert report.ok, format_report(report)
+    assert_reconciled(settings)

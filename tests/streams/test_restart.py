@@ -17,16 +17,16 @@ import pytest
 import redis
 
 from consumers.rebuild import active_members
+from producers.simulator.synthetic import generate
 from rekap.errors import ConfigError
 from rekap.names import Keys
 from rekap.registry import load_registry
 from rekap.settings import DEFAULT_REGISTRY, Settings
 from streams.app import faust_options
-from tests.conftest import free_port
 from tests.streams.test_worker import counted
 from tests.support.kafka import produce_json
-from tests.support.salesgen import generate
-from tests.support.worker import start_worker, wait_until
+from tests.support.procs import free_port, wait_until
+from tests.support.worker import start_worker
 
 REGISTRY = load_registry(DEFAULT_REGISTRY)
 #: Generous on a shared, noisy 2-core machine, and still far below the 60 s that Faust's

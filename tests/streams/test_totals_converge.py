@@ -23,17 +23,24 @@ import pytest
 import redis
 
 from consumers.totals import TotalsView
+from producers.simulator.synthetic import generate
 from rekap.names import Keys
 from rekap.registry import load_registry
 from rekap.settings import DEFAULT_REGISTRY, Settings
 from streams import metrics
-from streams.apply import TotalsSnapshot
-from streams.totals import Settler, TotalsMessage, TotalsRef, VersionGate, coalesce, message_value
-from tests.conftest import free_port
+from streams.totals import (
+    Settler,
+    TotalsMessage,
+    TotalsRef,
+    TotalsSnapshot,
+    VersionGate,
+    coalesce,
+    message_value,
+)
 from tests.streams.test_worker import counted
 from tests.support.kafka import produce_json
-from tests.support.salesgen import generate
-from tests.support.worker import start_worker, wait_until
+from tests.support.procs import free_port, wait_until
+from tests.support.worker import start_worker
 
 REGISTRY = load_registry(DEFAULT_REGISTRY)
 EVENT = TotalsRef("event", "lagawi-2022", "lagawi-2022")

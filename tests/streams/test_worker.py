@@ -13,16 +13,19 @@ import pytest
 import redis
 
 from consumers.rebuild import active_members, beginning_offsets, commit_offsets
+from consumers.reconcile import format_report
+from consumers.reconcile import run as reconcile
 from consumers.totals import TotalsView, follow
+from producers.simulator.synthetic import generate
 from rekap.names import Keys
+from rekap.records import UNROUTED
 from rekap.registry import load_registry
 from rekap.settings import Settings
-from streams.batch import UNROUTED
 from tests.streams.crafted import GOOD, crafted, write_registry
 from tests.streams.truth import assert_matches, stats
 from tests.support.kafka import produce, produce_json, read_all
-from tests.support.salesgen import generate
-from tests.support.worker import start_worker, wait_until
+from tests.support.procs import wait_until
+from tests.support.worker import start_worker
 
 pytestmark = pytest.mark.integration
 ROOT = "lagawi-2022"
@@ -32,6 +35,18 @@ def counted(client: redis.Redis, keys: Keys) -> int:
     """applied + duplicate:sale_id + rejected over every tree: records the worker has taken in."""
     return sum(v for root in (ROOT, UNROUTED) for k, v in stats(client, keys, root).items()
                if k != "duplicate:offset")
+
+
+def wait_counted(client: redis.Redis, keys: Keys, n: int, timeout: float = 60.0,
+                 message: str = "records counted") -> None:
+    """Block until the worker has taken in exactly ``n`` records (:func:`counted`)."""
+    wait_until(lambda: counted(client, keys) == n, timeout=timeout, message=message)
+
+
+def assert_reconciled(settings: Settings) -> None:
+    """The reconciler, re-reading the sales topic from the start, finds Redis exact."""
+    report = reconcile(settings, timeout_s=5)
+    assert report.ok, format_report(report)
 
 
 def replays(client: redis.Redis, keys: Keys) -> int:

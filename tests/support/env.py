@@ -5,19 +5,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import fields
 
 from rekap.settings import Settings
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without its ``REKAP_*`` variables, plus ``extra``.
+
+    For a child that must not inherit the developer's or CI's ``REKAP_*`` settings.
+    """
+    return {k: v for k, v in os.environ.items() if not k.startswith("REKAP_")} | extra
+
+
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REKAP_")}
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if value is not None:
-            env[f"REKAP_{f.name.upper()}"] = str(value)
-    env.update(extra)
-    return env
+    """This process's environment with its ``REKAP_*`` replaced by ``settings``, plus ``extra``."""
+    return clean_env() | settings.to_env() | extra
 
 
 def run_cli(env: dict[str, str], *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:

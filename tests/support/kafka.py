@@ -9,8 +9,8 @@ from typing import Any
 from kafka import KafkaProducer
 
 from consumers.reconcile import read_topic
+from rekap.records import ConsumedRecord
 from rekap.settings import Settings
-from streams.batch import ConsumedRecord
 
 
 def produce(settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes]],

@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from streams.web import queries
-from tests.web.conftest import KOKAS, ROOT
+from tests.streams.web.conftest import KOKAS, ROOT
 
 pytestmark = pytest.mark.integration
 

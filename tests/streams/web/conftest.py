@@ -9,7 +9,7 @@ from rekap.names import Keys
 from rekap.registry import Registry, load_registry
 from rekap.settings import Settings
 from streams.web import queries
-from tests.web.seed import add_sale
+from tests.streams.web.seed import add_sale
 
 KOKAS = "lagawi-2022-kokas"
 ROOT = "lagawi-2022"

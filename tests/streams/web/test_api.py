@@ -20,9 +20,9 @@ from rekap.names import Keys
 from rekap.registry import Registry
 from rekap.settings import Settings
 from streams.web.views import WebApi, build_app
-from tests.web.conftest import KOKAS, ROOT
-from tests.web.openapi_check import SPEC, validate
-from tests.web.seed import add_sale
+from tests.streams.web.conftest import KOKAS, ROOT
+from tests.streams.web.openapi_check import SPEC, validate
+from tests.streams.web.seed import add_sale
 
 pytestmark = pytest.mark.integration
 

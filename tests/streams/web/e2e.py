@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
+import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rekap.registry import Registry
 from rekap.settings import Settings
+from tests.streams.web.conftest import KOKAS
 from tests.support.env import settings_env
+from tests.support.procs import Child
 
 
 def sale(sale_id: str, ikm_id: str, event_id: str, amount_idr: int, *, channel: str = "website",
@@ -28,6 +28,24 @@ def sale(sale_id: str, ikm_id: str, event_id: str, amount_idr: int, *, channel: 
         out["booth_id"] = next(b.id for b in registry.booths.values()
                                if b.event == event_id and ikm_id in b.ikm)
     return out
+
+
+def exhibition_sales(registry: Registry) -> list[dict[str, Any]]:
+    """Eight known sales at the Kasablanka exhibition: one per IKM, largest first, every channel.
+
+    The stream the venue page and the Prometheus tests push through a real worker.
+    """
+    return [
+        sale("v1", "lampung-ethnica", KOKAS, 12_500_000, channel="offline", registry=registry),
+        sale("v2", "pisang-shamiya", KOKAS, 8_750_000, channel="offline", registry=registry),
+        sale("v3", "littlemonq", KOKAS, 6_200_000, channel="marketplace"),
+        sale("v4", "rafins-snack", KOKAS, 4_125_000, channel="website"),
+        sale("v5", "askha-jaya", KOKAS, 3_980_000, channel="virtual_expo"),
+        sale("v6", "batik-siger-nusantara", KOKAS, 2_450_000, channel="offline", registry=registry),
+        sale("v7", "kopi-way-tebu", KOKAS, 1_275_000, channel="marketplace"),
+        sale("v8", "rengginang-bu-sari", KOKAS, 125_000, channel="offline", registry=registry,
+             occurred_at="2022-06-03T19:45:00+07:00"),
+    ]
 
 
 def get(url: str, timeout: float = 5.0) -> tuple[int, bytes, dict[str, str]]:
@@ -46,44 +64,18 @@ def get_json(url: str) -> Any:
     return json.loads(body)
 
 
-@dataclass
-class Exporter:
-    proc: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-    _log: Any = field(default=None, repr=False)
+class Exporter(Child):
+    """``rekap exporter`` as a child process; :attr:`url` is its ``/metrics`` page."""
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self._log is not None:
-            self._log.close()
+    def __init__(self, settings: Settings) -> None:
+        super().__init__([sys.executable, "-m", "rekap.cli", "exporter"],
+                         log_path=Path(settings.runtime_dir) / "logs" / "exporter.log",
+                         env=settings_env(settings), name="exporter")
+        self.url = f"http://{settings.host}:{settings.exporter_port}/metrics"
 
 
 def start_exporter(settings: Settings, timeout: float = 20.0) -> Exporter:
     """``rekap exporter`` as a child process, returned once ``/metrics`` answers."""
-    logs = Path(settings.runtime_dir) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / "exporter.log"
-    log = log_path.open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "rekap.cli", "exporter"],
-                            env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    exp = Exporter(proc, f"http://{settings.host}:{settings.exporter_port}/metrics", log_path, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"exporter exited: {log_path.read_text(errors='replace')[-2000:]}")
-        try:
-            if get(exp.url, timeout=1)[0] == 200:
-                return exp
-        except OSError:
-            pass
-        time.sleep(0.2)
-    exp.stop()
-    raise TimeoutError(f"exporter not up: {log_path.read_text(errors='replace')[-2000:]}")
+    exporter = Exporter(settings)
+    exporter.wait_ready(lambda: get(exporter.url, timeout=1)[0] == 200, timeout, "/metrics answered")
+    return exporter

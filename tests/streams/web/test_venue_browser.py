@@ -14,17 +14,18 @@ import time
 import pytest
 
 from rekap.money import format_idr, format_idr_short
-from rekap.registry import load_registry
+from rekap.registry import Registry
 from rekap.settings import Settings
 from tests.conftest import REPO
+from tests.streams.web.cdp import Browser
+from tests.streams.web.conftest import KOKAS
+from tests.streams.web.e2e import exhibition_sales, get, get_json, sale
 from tests.support.kafka import produce_json
-from tests.support.worker import start_worker, wait_until
-from tests.web.cdp import Browser
-from tests.web.e2e import get, get_json, sale
+from tests.support.procs import wait_until
+from tests.support.worker import start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-KOKAS = "lagawi-2022-kokas"
 SCREENSHOT = REPO / "test-artifacts" / "venue.png"
 #: Seconds from the Kafka ack of a sale to the DOM showing it, kept beside the screenshot.
 LATENCY = REPO / "test-artifacts" / "venue-latency.json"
@@ -37,19 +38,8 @@ async def rows(browser: Browser) -> list[list]:
     return json.loads(await browser.eval(ROWS_JS))
 
 
-async def test_venue_page_updates_live(settings: Settings) -> None:
-    registry = load_registry(settings.registry_path)
-    first = [
-        sale("v1", "lampung-ethnica", KOKAS, 12_500_000, channel="offline", registry=registry),
-        sale("v2", "pisang-shamiya", KOKAS, 8_750_000, channel="offline", registry=registry),
-        sale("v3", "littlemonq", KOKAS, 6_200_000, channel="marketplace"),
-        sale("v4", "rafins-snack", KOKAS, 4_125_000, channel="website"),
-        sale("v5", "askha-jaya", KOKAS, 3_980_000, channel="virtual_expo"),
-        sale("v6", "batik-siger-nusantara", KOKAS, 2_450_000, channel="offline", registry=registry),
-        sale("v7", "kopi-way-tebu", KOKAS, 1_275_000, channel="marketplace"),
-        sale("v8", "rengginang-bu-sari", KOKAS, 125_000, channel="offline", registry=registry,
-             occurred_at="2022-06-03T19:45:00+07:00"),
-    ]
+async def test_venue_page_updates_live(settings: Settings, registry: Registry) -> None:
+    first = exhibition_sales(registry)
     worker = start_worker(settings)
     try:
         produce_json(settings, first)

@@ -11,13 +11,14 @@ import base64
 import itertools
 import json
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from tests.support.procs import Child
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -31,27 +32,22 @@ class Browser:
     def __init__(self, width: int = 1920, height: int = 1080) -> None:
         self.width, self.height = width, height
         self._dir = Path(tempfile.mkdtemp(prefix="rekap-chromium-"))
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: Child | None = None
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._ids = itertools.count(1)
         self.console: list[str] = []
-        self._log: Any = None
 
     async def __aenter__(self) -> Browser:
-        self._log = log = (self._dir / "chromium.log").open("wb")
-        self._proc = subprocess.Popen(  # noqa: ASYNC220 - once per test, before any I/O
+        self._proc = Child(
             [CHROMIUM, *FLAGS, f"--user-data-dir={self._dir / 'profile'}",
              f"--window-size={self.width},{self.height}", "about:blank"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            log_path=self._dir / "chromium.log", name="chromium")
         port_file = self._dir / "profile" / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("chromium did not start: "
-                                   + (self._dir / "chromium.log").read_text(errors="replace")[-2000:])
-            await asyncio.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
+        # Chromium writes the port it picked (--remote-debugging-port=0) there once it listens.
+        first_line = await asyncio.to_thread(self._proc.wait_ready, lambda: port_file.read_text().strip(),
+                                             30, "DevToolsActivePort written", 0.1)
+        port = int(first_line.split()[0])
         self._session = aiohttp.ClientSession()
         async with self._session.get(f"http://127.0.0.1:{port}/json/list") as resp:
             targets = await resp.json()
@@ -68,14 +64,8 @@ class Browser:
             await self._ws.close()
         if self._session is not None:
             await self._session.close()
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
-        self._log.close()
+        if self._proc is not None:
+            self._proc.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 
     async def send(self, method: str, **params: Any) -> dict[str, Any]:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import time
 import urllib.parse
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO, free_port
-from tests.web.e2e import get
+from tests.conftest import REPO
+from tests.streams.web.e2e import get
+from tests.support.procs import Child, free_port
 
 PROMETHEUS = "/usr/bin/prometheus"
 DEPLOY = REPO / "deploy" / "prometheus"
@@ -24,12 +22,21 @@ def _replace(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-@dataclass
-class Prometheus:
-    proc: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-    _log: Any = field(default=None, repr=False)
+class Prometheus(Child):
+    """Prometheus serving ``workdir``'s config on ``127.0.0.1:port``; :attr:`url` is its root."""
+
+    #: On SIGTERM Prometheus closes its TSDB before it exits, which can take a few seconds.
+    stop_timeout_s = 15.0
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        data = workdir / "data"
+        shutil.rmtree(data, ignore_errors=True)
+        super().__init__(
+            [PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={data}", f"--web.listen-address=127.0.0.1:{port}",
+             "--storage.tsdb.retention.time=1h", "--log.level=warn"],
+            log_path=workdir / "prometheus.log", cwd=workdir, name="prometheus")
+        self.url = f"http://127.0.0.1:{port}"
 
     def api(self, path: str, **params: str) -> Any:
         url = f"{self.url}/api/v1/{path}"
@@ -48,20 +55,6 @@ class Prometheus:
             return [{"metric": {}, "value": result}]
         return result  # type: ignore[no-any-return]
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self._log is not None:
-            self._log.close()
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
 
 def start_prometheus(workdir: Path, worker: str, exporter: str, timeout: float = 30.0) -> Prometheus:
     """Prometheus with deploy/prometheus's config and rules, retargeted and sped up to 1 s."""
@@ -75,26 +68,6 @@ def start_prometheus(workdir: Path, worker: str, exporter: str, timeout: float =
     config = _replace(config, "scrape_interval: 5s", "scrape_interval: 1s")
     config = _replace(config, "evaluation_interval: 5s", "evaluation_interval: 1s")
     (workdir / "prometheus.yml").write_text(config)
-    port = free_port()
-    log_path = workdir / "prometheus.log"
-    log = log_path.open("ab")
-    data = workdir / "data"
-    shutil.rmtree(data, ignore_errors=True)
-    proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}",
-         f"--storage.tsdb.path={data}", f"--web.listen-address=127.0.0.1:{port}",
-         "--storage.tsdb.retention.time=1h", "--log.level=warn"],
-        cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    prom = Prometheus(proc, f"http://127.0.0.1:{port}", log_path, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prometheus exited: {prom.log_tail()}")
-        try:
-            if get(f"{prom.url}/-/ready", timeout=1)[0] == 200:
-                return prom
-        except OSError:
-            pass
-        time.sleep(0.2)
-    prom.stop()
-    raise TimeoutError(f"prometheus not ready: {prom.log_tail()}")
+    prom = Prometheus(workdir, free_port())
+    prom.wait_ready(lambda: get(f"{prom.url}/-/ready", timeout=1)[0] == 200, timeout, "ready")
+    return prom

@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from rekap.names import Keys
 from rekap.registry import load_registry
 from rekap.settings import Settings
-from streams.exporter import DAYS_EXPORTED, build_registry
-from tests.web.conftest import KOKAS, ROOT
-from tests.web.seed import add_sale, write_registry
+from streams.web.exporter import DAYS_EXPORTED, build_registry
+from tests.streams.web.conftest import KOKAS, ROOT
+from tests.streams.web.seed import add_sale, write_registry
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from rekap.settings import Settings
+from tests.streams.web.conftest import KOKAS
 from tests.support.env import settings_env
-from tests.web.conftest import KOKAS
 
 pytestmark = pytest.mark.integration
 
