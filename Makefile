@@ -67,9 +67,10 @@ faults: setup ## fault suite, long: ~112k records per scenario, SIGKILL worker/R
 	REKAP_FAULTS_REPORT=$(FAULTS_REPORT) timeout -k 60 -s INT 1200 \
 	  $(PY) -m pytest tests/faults --faults-long -p no:cacheprovider --basetemp=$(FAULTS_DIR) $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed ## ruff and mypy
+lint: $(VENV)/.installed ## ruff (style, complexity), mypy, import directions (pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: setup ## worker throughput vs raw aiokafka and stock Faust, one run (BENCH_ARGS="--records 20000 --runs 3")
 	@was_up=0; $(STACK) status >/dev/null 2>&1 && was_up=1; \
