@@ -44,6 +44,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -96,15 +97,23 @@ class Registry:
 
     def chain(self, event_id: str) -> tuple[str, ...]:
         """The event and its ancestors, nearest first: where its totals roll up."""
-        out: list[str] = []
-        current: str | None = event_id
-        while current is not None:
-            out.append(current)
-            current = self.events[current].parent
-        return tuple(out)
+        return self._chains[event_id]
 
     def root(self, event_id: str) -> str:
-        return self.chain(event_id)[-1]
+        return self._chains[event_id][-1]
+
+    @cached_property
+    def _chains(self) -> dict[str, tuple[str, ...]]:
+        # Asked once or twice per record by the worker's planner: walk each chain once.
+        chains: dict[str, tuple[str, ...]] = {}
+        for event_id in self.events:
+            out: list[str] = []
+            current: str | None = event_id
+            while current is not None:
+                out.append(current)
+                current = self.events[current].parent
+            chains[event_id] = tuple(out)
+        return chains
 
     def children(self, event_id: str) -> tuple[str, ...]:
         return tuple(sorted(e.id for e in self.events.values() if e.parent == event_id))

@@ -48,6 +48,8 @@ def test_late_evening_utc_lands_in_the_next_wib_day() -> None:
     (sale(amount_idr=125000.0), Reason.WRONG_TYPE),
     (sale(amount_idr=True), Reason.WRONG_TYPE),
     (sale(sale_id="has space"), Reason.BAD_ID),
+    # A trailing newline is not part of an id (a "$" pattern would let it through).
+    (sale(sale_id="h-1\n"), Reason.BAD_ID),
     (sale(schema_version=2), Reason.UNSUPPORTED_VERSION),
     (sale(kind="void"), Reason.UNKNOWN_KIND),
     (sale(channel="tiktok"), Reason.UNKNOWN_CHANNEL),
