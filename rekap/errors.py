@@ -31,6 +31,10 @@ class RegistryError(ConfigError):
     """The registry file does not describe a consistent programme."""
 
 
+class LegacyLedger(ConfigError):
+    """Redis holds a ledger in a layout this version cannot de-duplicate against."""
+
+
 class KafkaUnavailable(RekapError):
     """Kafka could not be reached, or did not acknowledge a write in time."""
 

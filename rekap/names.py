@@ -5,8 +5,11 @@ event tree a key belongs to)::
 
     P:{R}:fence:<topic>          hash   partition -> last applied offset
     P:{R}:stats                  hash   applied, duplicate:<cause>, rejected:<reason>
-    P:{R}:sales                  hash   "<ikm_id>|<sale_id>" -> packed sale record (dedup +
-                                        refunds); a sale_id is unique per IKM, see below
+    P:{R}:dedup:<b>              hash   de-dup entries of the tree, in DEDUP_BUCKETS buckets
+                                        b = 0..DEDUP_BUCKETS-1: field = the DEDUP_FIELD_BYTES
+                                        digest of "<ikm_id>|<sale_id>" (:func:`dedup_slot`, which
+                                        also picks b), value = a packed entry of a booked sale or
+                                        refund (streams.script); a sale_id is unique per IKM
     P:{R}:rejects                hash   "<topic>/<partition>/<offset>" -> "<reason> <detail>" of
                                         records the ledger checks rejected (so a replay re-sends
                                         the same dead letter)
@@ -34,12 +37,42 @@ order. Which worker applies which partition first, or how partitions interleave
 in a batch, cannot change a total, and ``rekap reconcile`` can fold the topic
 partition by partition and expect exactly what Redis holds.
 
+The de-dup state is the one part of the layout that grows with every booked
+record, forever, so it is kept small: about 37 bytes of Redis per booked sale
+or refund (a 10-byte field, a ~20-byte entry, listpack framing and the bucket
+keys' share), where one ``"<ikm_id>|<sale_id>"`` hash took ~150 (``python -m
+bench.memory``). That holds while each bucket is a *listpack*, Redis' compact
+encoding, which a hash keeps while it has at most ``hash-max-listpack-entries``
+fields of at most ``hash-max-listpack-value`` (64) bytes; an entry is at most
+57 bytes. The bucket count is sized for a limit of 128 entries: with
+:data:`DEDUP_BUCKETS` = 1024, a tree's fullest bucket stays at or under 128
+with probability above 99.99 % up to 80 000 booked records per tree. Redis'
+own default limit is 512 (compiled in and in the shipped ``redis.conf``), which
+keeps every bucket a listpack up to about 400 000 records per tree. Past the
+limit, buckets turn one by one into hashtable encoding as they outgrow it:
+still correct, about 80 bytes per entry instead of ~37. Below a few thousand
+records per tree, the ~80 bytes of each bucket key are shared by few entries:
+about 100 bytes per record at 1 000, 61 at 4 000, 48 at 8 000, 41 at 20 000.
+
+The digest is the first 12 bytes of BLAKE2b: 10 bits of it choose the bucket
+and the next 10 bytes are the field, so two (ikm_id, sale_id) share an entry
+only if 90 bits agree: with 10**8 records in one tree, the odds that any two
+do are about 4e-12. (Such a pair would make the later record a
+``duplicate:sale_id`` or a ``sale_id_conflict``, or point a refund at the
+wrong sale.) Nobody can aim at another IKM's entry either: that is a second
+preimage of 90 bits.
+
+The bucket of a record depends on :data:`DEDUP_BUCKETS`, so the constant can
+never change for a ledger that has data: a different count is a new layout
+(``rekap rebuild`` re-applies the topic into it).
+
 Amounts are integer rupiah in hash fields (HINCRBY); the leaderboard score is
 the same integer (doubles are exact up to 2**53 rupiah, about Rp9 kuadriliun).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -58,6 +91,15 @@ DAY_FIELDS: Final[tuple[str, ...]] = ("amount_idr", "count", "refunds_idr", "qua
 
 #: How many sales the venue ticker keeps per event.
 TICKER_LENGTH: Final[int] = 50
+
+#: De-dup buckets per tree. Sized so that buckets stay listpacks (<= 128 entries) up to about
+#: 80 000 booked records per tree (400 000 under Redis' default limit of 512) while each
+#: bucket key's overhead is shared by a few records from a few thousand on (see the module
+#: docstring). Never change it for a ledger that holds data: every record's bucket would
+#: move (a new layout, rebuilt from the topic).
+DEDUP_BUCKETS: Final[int] = 1024
+#: Bytes of a de-dup field: with the bucket's 10 bits (1024 = 2**10), 90 bits tell two records apart.
+DEDUP_FIELD_BYTES: Final[int] = 10
 
 
 def channel_field(channel: str, field: str) -> str:
@@ -83,7 +125,12 @@ class Keys:
     def stats(self, root: str) -> str:
         return f"{self.tag(root)}:stats"
 
-    def sales(self, root: str) -> str:
+    def dedup(self, root: str, bucket: int) -> str:
+        return f"{self.tag(root)}:dedup:{bucket}"
+
+    def legacy_sales(self, root: str) -> str:
+        """The one de-dup hash of rekap before the buckets: if it exists, the tree's ledger
+        was written by that version and must be rebuilt (README, "Redis")."""
         return f"{self.tag(root)}:sales"
 
     def rejects(self, root: str) -> str:
@@ -113,6 +160,16 @@ class Keys:
     def pattern(self) -> str:
         """Glob for every key under the prefix (rebuild wipes these)."""
         return f"{self.prefix}:*"
+
+
+def dedup_slot(ikm_id: str, sale_id: str) -> tuple[int, bytes]:
+    """(bucket, field) of the de-dup entry of ``sale_id`` of ``ikm_id``: where it is looked up.
+
+    Ids never hold ``|`` (:data:`rekap.contract.ID_PATTERN`), so the digested text is
+    unambiguous.
+    """
+    digest = hashlib.blake2b(f"{ikm_id}|{sale_id}".encode(), digest_size=2 + DEDUP_FIELD_BYTES).digest()
+    return int.from_bytes(digest[:2], "big") % DEDUP_BUCKETS, digest[2:]
 
 
 def totals_key(event_id: str, ikm_id: str | None = None) -> str:

@@ -32,22 +32,25 @@ all trees' fences agree, and the lowest fence of a partition over all trees is
 where the ledger must resume (:mod:`streams.progress`).
 
 The layout of KEYS and ARGV, and the packing of each record, are
-:mod:`streams.script`'s. KEYS of one group: fence, stats, sales, rejects, then
-per event of the group its totals, days, board and ticker, then per (event, ikm)
-pair its totals and days.
+:mod:`streams.script`'s. KEYS of one group: fence, stats, rejects, then per
+event of the group its totals, days, board and ticker, then per (event, ikm)
+pair its totals and days, then the de-dup buckets its records' entries and
+refund targets fall in (:func:`rekap.names.dedup_slot`), so that the script
+touches no key it was not given.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import orjson
+
 from rekap.contract import Rejection, Sale
-from rekap.names import TICKER_LENGTH, Keys
+from rekap.names import TICKER_LENGTH, Keys, dedup_slot
 from rekap.records import UNROUTED, ConsumedRecord, PlannedRecord, classify, internal_error
 from rekap.registry import Registry
-from streams.script import pack_rejected, pack_sale
+from streams.script import Slot, TreeEventCodes, pack_rejected, pack_sale, tree_event_codes
 
 
 @dataclass
@@ -82,17 +85,15 @@ class BatchPlan:
     ticker_length: int = TICKER_LENGTH
 
 
-#: One encoder for every ticker entry (``json.dumps`` with options builds a new one per call).
-_encode_ticker = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
 def ticker_entry(sale: Sale, occurred_at: str | None = None) -> str:
-    return _encode_ticker({
+    """The venue ticker's JSON of one sale: compact, UTF-8 (orjson: a tenth of json's cost,
+    the same text for the strings and integers of a valid sale)."""
+    return orjson.dumps({
         "sale_id": sale.sale_id, "kind": sale.kind, "ikm_id": sale.ikm_id,
         "event_id": sale.event_id, "channel": sale.channel, "amount_idr": sale.amount_idr,
         "quantity": sale.quantity,
         "occurred_at": sale.occurred_at.isoformat() if occurred_at is None else occurred_at,
-    })
+    }).decode()
 
 
 def plan_batch(records: Iterable[ConsumedRecord], registry: Registry, keys: Keys,
@@ -145,6 +146,13 @@ def build_group(root: str, planned: Sequence[PlannedRecord], registry: Registry,
     planned = list(planned)
     event_index: dict[str, int] = {}
     pair_index: dict[tuple[str, str], int] = {}
+    bucket_index: dict[int, int] = {}
+    event_codes: TreeEventCodes | None = None
+
+    def entry_slot(ikm_id: str, sale_id: str) -> Slot:
+        bucket, field = dedup_slot(ikm_id, sale_id)
+        return bucket_index.setdefault(bucket, len(bucket_index)), field
+
     # (event_id, ikm_id) -> the two csv index lists of its chain; few distinct per batch.
     chain_csv: dict[tuple[str, str], tuple[str, str]] = {}
     fields: list[str] = []
@@ -163,9 +171,15 @@ def build_group(root: str, planned: Sequence[PlannedRecord], registry: Registry,
                               for e in chain]
                     csv = chain_csv[slot] = (",".join(map(str, ev_idx)),
                                              ",".join(map(str, pr_idx)))
+                if event_codes is None:
+                    event_codes = tree_event_codes(registry, root)
                 occurred_at = sale.occurred_at.isoformat()
+                target = (None if sale.refund_of is None
+                          else entry_slot(sale.ikm_id, sale.refund_of))
                 extend(pack_sale(r.partition, r.offset, sale, csv[0], csv[1],
-                                 ticker_entry(sale, occurred_at), occurred_at))
+                                 ticker_entry(sale, occurred_at), occurred_at,
+                                 entry_slot(sale.ikm_id, sale.sale_id), target,
+                                 event_codes.of(sale.event_id)))
                 continue
             except Exception as exc:  # a bug, not the input: reject this record only
                 p = planned[i] = PlannedRecord(r, rejection=internal_error(exc))
@@ -173,12 +187,13 @@ def build_group(root: str, planned: Sequence[PlannedRecord], registry: Registry,
         extend(pack_rejected(r.partition, r.offset, str(p.rejection.reason)))
     events = tuple(event_index)
     pairs = tuple(pair_index)
-    key_list = [keys.fence(root, topic), keys.stats(root), keys.sales(root), keys.rejects(root)]
+    key_list = [keys.fence(root, topic), keys.stats(root), keys.rejects(root)]
     for e in events:
         key_list += [keys.event_totals(root, e), keys.event_days(root, e), keys.board(root, e),
                      keys.ticker(root, e)]
     for e, ikm in pairs:
         key_list += [keys.ikm_totals(root, e, ikm), keys.ikm_days(root, e, ikm)]
+    key_list += [keys.dedup(root, bucket) for bucket in bucket_index]
     header = (topic, str(ticker_length), str(len(events)), str(len(pairs)), str(len(planned)))
     return RootGroup(root=root, topic=topic, records=planned, events=events, pairs=pairs,
                      keys=key_list, header=header, fields=fields)

@@ -43,7 +43,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from rekap.errors import KafkaUnavailable
+from rekap.errors import KafkaUnavailable, LegacyLedger
 from rekap.names import Keys
 from rekap.records import UNROUTED, ConsumedRecord
 from rekap.redisconn import unavailable
@@ -104,7 +104,11 @@ class Progress:
 
 async def read_fences(client: aioredis.Redis, settings: Settings, roots: Iterable[str],
                       partitions: Iterable[int]) -> dict[int, dict[str, int]]:
-    """partition -> root -> fence (-1 when missing), one pipeline for every tree."""
+    """partition -> root -> fence (-1 when missing), one pipeline for every tree.
+
+    Raises :class:`LegacyLedger` if a tree still has the de-dup hash of an older
+    layout: applying on top of it would count a resent old sale twice.
+    """
     keys = Keys(settings.redis_prefix)
     roots = list(roots)
     parts = list(partitions)
@@ -114,9 +118,15 @@ async def read_fences(client: aioredis.Redis, settings: Settings, roots: Iterabl
         async with client.pipeline(transaction=False) as pipe:
             for root in roots:
                 pipe.hmget(keys.fence(root, settings.topic_sales), [str(p) for p in parts])
-            replies = await pipe.execute()
+            pipe.exists(*(keys.legacy_sales(root) for root in roots or [UNROUTED]))
+            *replies, legacy = await pipe.execute()
     except RedisError as exc:
         raise unavailable(settings, exc, "reading the offset fences") from exc
+    if legacy:
+        raise LegacyLedger(
+            f"Redis at {settings.redis_url_masked} holds a ledger written by an older rekap "
+            f"(a {keys.legacy_sales('<root>')} hash): stop every worker and run "
+            f"`rekap rebuild --apply`, which re-applies the sales topic in the current layout")
     out: dict[int, dict[str, int]] = {p: {} for p in parts}
     for root, values in zip(roots, replies, strict=True):
         for p, value in zip(parts, values, strict=True):

@@ -1,15 +1,16 @@
 -- apply_batch.lua: apply one batch of one event tree, atomically.
 --
 -- KEYS and ARGV are laid out by streams/script.py (see its docstring), which
--- also writes the record and sale field indexes (NF, R_*, S_*) in place of the
--- "@layout" line below; the caller is streams/apply.py. For each record, in order:
+-- also writes the record and entry layout (NF, R_*, E_*, S_*, channel codes) in
+-- place of the "@layout" line below; the caller is streams/apply.py. For each
+-- record, in order:
 --   offset <= fence[partition]           -> duplicate:offset (a re-delivery)
 --   rejected before Redis (op 'x')       -> rejected:<reason>
---   (ikm, sale_id) already in the sales hash
+--   (ikm, sale_id) already has a de-dup entry
 --                                        -> duplicate:sale_id if event, amount, kind
 --                                           and refund_of are equal, else
 --                                           rejected:sale_id_conflict
---   refund: (ikm, refund_of) missing     -> rejected:unknown_refund_target
+--   refund: (ikm, refund_of) has no entry -> rejected:unknown_refund_target
 --           target not a sale of the same event -> rejected:refund_mismatch
 --           cumulative refunds above the sale's amount or quantity
 --                                        -> rejected:refund_exceeds_sale
@@ -18,12 +19,16 @@
 --                                           board and ticker
 -- Increments are summed in Lua tables and written once per field at the end with
 -- HINCRBY; every changed totals hash gets version + 1 and as_of once per call.
--- The sales hash is read once (HMGET of every sale_id and refund_of the batch
--- needs) and written once at the end, through a table that the records of the
--- batch read and update in order. Its fields are "<ikm>|<sale_id>": a sale_id is
--- unique per IKM, the Kafka key, so every ledger decision depends only on the
--- order within one partition, never on how partitions interleave (and
--- `rekap reconcile`'s partition-by-partition fold reaches the same result).
+-- De-dup entries live in small hashes (buckets, KEYS after the pairs' keys);
+-- Python gives each record the bucket and field of its own entry and of its
+-- refund target's, and the entry it is booked under (see streams/script.py:
+-- event code, kind, then a sale's day and numbers or a refund's fingerprint).
+-- Every entry the unfenced records name is read once (one HMGET per bucket),
+-- kept in a table that the records of the batch read and update in order, and
+-- written once per bucket at the end. A field stands for "<ikm>|<sale_id>": a
+-- sale_id is unique per IKM, the Kafka key, so every ledger decision depends
+-- only on the order within one partition, never on how partitions interleave
+-- (and `rekap reconcile`'s partition-by-partition fold reaches the same result).
 -- ARGV[7] is the records' fields as one JSON array of strings (cjson-decoded
 -- here: one ARGV value instead of NF per record).
 -- ARGV[8] is a JSON array of strings, three per partition of the batch:
@@ -51,14 +56,16 @@ local n_records = tonumber(ARGV[6])
 local A = cjson.decode(ARGV[7])
 local PF = cjson.decode(ARGV[8])
 
-local K_FENCE, K_STATS, K_SALES, K_REJECTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local EV0 = 5
-local PAIR0 = 5 + 4 * n_events
+local K_FENCE, K_STATS, K_REJECTS = KEYS[1], KEYS[2], KEYS[3]
+local EV0 = 4
+local PAIR0 = EV0 + 4 * n_events
+local BUCKET0 = PAIR0 + 2 * n_pairs
 -- Values per HMGET/HSET/LPUSH call (Lua's unpack limit is about 8000).
 local CHUNK = 1000
 
 local tonumber = tonumber
-local call, unpack, sfind, ssub = redis.call, unpack, string.find, string.sub
+local call, unpack, sfind, ssub, sbyte = redis.call, unpack, string.find, string.sub, string.byte
+local floor = math.floor
 
 local function fmt(n) return string.format("%d", n) end
 
@@ -138,47 +145,118 @@ do  -- Redis must still hold what the worker saw it hold
   if #lost > 0 then return cjson.encode({ lost = lost }) end
 end
 
-local function sale_field(ikm, id) return ikm .. "|" .. id end
-
--- The sales hash as this batch sees it: "<ikm>|<sale_id>" -> packed record, false if absent.
-local sales = {}
-local sales_dirty, sales_dirty_order = {}, {}
-
-local function sale_of(id)
-  local v = sales[id]
+-- Hex (two characters a byte) to bytes: how binary fields travel in the JSON of ARGV[7].
+-- Memoised: a record's digests are decoded when the batch's entries are read and again
+-- when it is applied.
+local HEX, unhexed = {}, {}
+for i = 0, 255 do
+  HEX[string.format("%02x", i)] = string.char(i)
+end
+local function unhex(h)
+  local v = unhexed[h]
   if v == nil then
-    v = call("HGET", K_SALES, id)
-    sales[id] = v
+    v = (string.gsub(h, "%x%x", HEX))
+    unhexed[h] = v
   end
   return v
 end
 
-local function put_sale(id, packed)
-  sales[id] = packed
-  if not sales_dirty[id] then
-    sales_dirty[id] = true
-    sales_dirty_order[#sales_dirty_order + 1] = id
+-- The de-dup buckets as this batch sees them: bucket index -> field -> entry, false if
+-- absent; changed fields per bucket in order, written back at the end.
+local entries = {}
+local dirty, dirty_order = {}, {}
+
+local function entry_of(bucket, field)
+  local t = table_in(entries, bucket)
+  local v = t[field]
+  if v == nil then
+    v = call("HGET", KEYS[BUCKET0 + bucket], field)
+    t[field] = v
+  end
+  return v
+end
+
+local function put_entry(bucket, field, entry)
+  table_in(entries, bucket)[field] = entry
+  local d = dirty[bucket]
+  if d == nil then
+    d = {}
+    dirty[bucket] = d
+    dirty_order[#dirty_order + 1] = bucket
+  end
+  if not d[field] then
+    d[field] = true
+    d[#d + 1] = field
   end
 end
 
-do  -- read every sale_id and refund target the unfenced records name, at once
-  local want, seen = {}, {}
+do  -- read every entry the unfenced records name, one HMGET per bucket
+  local want, buckets = {}, {}
+  local function wish(bucket_text, digest)
+    local bucket = tonumber(bucket_text)
+    local w = want[bucket]
+    if w == nil then
+      w = { seen = {} }
+      want[bucket] = w
+      buckets[#buckets + 1] = bucket
+    end
+    local field = unhex(digest)
+    if not w.seen[field] then w.seen[field] = true; w[#w + 1] = field end
+  end
   for r = 0, n_records - 1 do
     local b = r * NF
     if A[b + R_OP] ~= "x" and tonumber(A[b + R_OFFSET]) > fence_of(A[b + R_PARTITION]) then
-      local id = sale_field(A[b + R_IKM_ID], A[b + R_SALE_ID])
-      if not seen[id] then seen[id] = true; want[#want + 1] = id end
-      if A[b + R_OP] == "r" then
-        id = sale_field(A[b + R_IKM_ID], A[b + R_REFUND_OF])
-        if not seen[id] then seen[id] = true; want[#want + 1] = id end
-      end
+      wish(A[b + R_SALE_BUCKET], A[b + R_SALE_DIGEST])
+      if A[b + R_OP] == "r" then wish(A[b + R_TARGET_BUCKET], A[b + R_TARGET_DIGEST]) end
     end
   end
-  for i = 1, #want, CHUNK do
-    local last = math.min(i + CHUNK - 1, #want)
-    local values = call("HMGET", K_SALES, unpack(want, i, last))
-    for j = i, last do sales[want[j]] = values[j - i + 1] end
+  for _, bucket in ipairs(buckets) do
+    local w, t = want[bucket], table_in(entries, bucket)
+    for i = 1, #w, CHUNK do
+      local last = math.min(i + CHUNK - 1, #w)
+      local values = call("HMGET", KEYS[BUCKET0 + bucket], unpack(w, i, last))
+      for j = i, last do t[w[j]] = values[j - i + 1] end
+    end
   end
+end
+
+-- Reading entries (layout in streams/script.py).
+local function is_refund(entry) return ssub(entry, E_KIND, E_KIND_END) == REFUND_CODE end
+local function same_event(a, b)
+  return ssub(a, E_EVENT, E_EVENT_END) == ssub(b, E_EVENT, E_EVENT_END)
+end
+-- A sale entry's numbers as decimal strings (S_AMOUNT_IDR, ...).
+local function numbers_of(entry) return split(ssub(entry, E_NUMBERS), ",") end
+-- A sale entry's day, stored as date.toordinal() (3 bytes), as YYYY-MM-DD: the
+-- proleptic Gregorian civil-from-days conversion (H. Hinnant), in whole numbers.
+local function day_of(entry)
+  local b1, b2, b3 = sbyte(entry, E_DAY, E_DAY_END)
+  local z = b1 * 65536 + b2 * 256 + b3 + 305   -- days since 0000-03-01 (ordinal 1 = 0001-01-01)
+  local era = floor(z / 146097)
+  local doe = z - era * 146097                                        -- day of the 400-year era
+  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))   -- day of a March-based year
+  local mp = floor((5 * doy + 2) / 153)                               -- month, March = 0
+  local d = doy - floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = era * 400 + yoe + (m <= 2 and 1 or 0)
+  return string.format("%04d-%02d-%02d", y, m, d)
+end
+
+-- Whether a resend is the same record as the booked one: same event and kind, and the
+-- same amount (a sale) or amount and refund_of (a refund: its whole entry).
+local function same_record(booked, entry)
+  if not same_event(booked, entry) or is_refund(booked) ~= is_refund(entry) then return false end
+  if is_refund(entry) then return booked == entry end
+  return numbers_of(booked)[S_AMOUNT_IDR] == numbers_of(entry)[S_AMOUNT_IDR]
+end
+
+local function conflict_detail(sale_id, ikm, booked, entry)
+  local where = same_event(booked, entry) and "this event" or "another event"
+  local what = is_refund(booked) and "a refund"
+    or ("a sale of " .. numbers_of(booked)[S_AMOUNT_IDR] .. " IDR")
+  return "sale_id " .. sale_id .. " of " .. ikm .. " is already used by " .. what .. " in "
+    .. where
 end
 
 -- Field names, built once per channel and per day.
@@ -232,58 +310,60 @@ local function book_day(k, is_sale, signed, amount, qty, d)
   end
 end
 
+-- A refund's checks against its target; on success the target's refunded numbers grow
+-- and the refund's channel and day (its sale's) come back.
+local function refund_target(b, entry, amount, qty)
+  local ikm, event, refund_of = A[b + R_IKM_ID], A[b + R_EVENT_ID], A[b + R_REFUND_OF]
+  local bucket, field = tonumber(A[b + R_TARGET_BUCKET]), unhex(A[b + R_TARGET_DIGEST])
+  local target = entry_of(bucket, field)
+  if not target then
+    return "rejected:unknown_refund_target", "refund_of " .. refund_of
+      .. " is not an applied sale of " .. ikm
+  end
+  if is_refund(target) then
+    return "rejected:refund_mismatch", "refund_of " .. refund_of .. " is a refund of " .. ikm
+      .. ", not a sale in " .. event
+  end
+  if not same_event(target, entry) then
+    return "rejected:refund_mismatch", "refund_of " .. refund_of .. " is a sale of " .. ikm
+      .. " in another event, not in " .. event
+  end
+  local n = numbers_of(target)
+  local refunded = tonumber(n[S_REFUNDED_IDR]) + amount
+  local refunded_qty = tonumber(n[S_REFUNDED_QUANTITY]) + qty
+  if refunded > tonumber(n[S_AMOUNT_IDR]) or refunded_qty > tonumber(n[S_QUANTITY]) then
+    return "rejected:refund_exceeds_sale", "refunds of " .. refund_of .. " would total "
+      .. fmt(refunded) .. " IDR / " .. fmt(refunded_qty) .. " units, the sale was "
+      .. n[S_AMOUNT_IDR] .. " IDR / " .. n[S_QUANTITY] .. " units"
+  end
+  n[S_REFUNDED_IDR], n[S_REFUNDED_QUANTITY] = fmt(refunded), fmt(refunded_qty)
+  put_entry(bucket, field, ssub(target, E_EVENT, E_NUMBERS - 1) .. table.concat(n, ","))
+  return nil, nil, CHANNEL_OF_CODE[ssub(target, E_KIND, E_KIND_END)], day_of(target)
+end
+
 local function apply_sale(b, op)
-  local sale_id, ikm, event = A[b + R_SALE_ID], A[b + R_IKM_ID], A[b + R_EVENT_ID]
+  local sale_id, ikm = A[b + R_SALE_ID], A[b + R_IKM_ID]
   local channel, day = A[b + R_CHANNEL], A[b + R_DAY]
   local amount, qty = tonumber(A[b + R_AMOUNT_IDR]), tonumber(A[b + R_QUANTITY])
-  local refund_of = A[b + R_REFUND_OF]
   local is_sale = op == "s"
-  local kind = is_sale and "sale" or "refund"
+  local entry = unhex(A[b + R_ENTRY])
 
-  local field = sale_field(ikm, sale_id)
-  local existing = sale_of(field)
-  if existing then
-    local e = split(existing, "|")
-    if e[S_EVENT_ID] == event and tonumber(e[S_AMOUNT_IDR]) == amount and e[S_KIND] == kind
-        and e[S_REFUND_OF] == refund_of then
+  local bucket, field = tonumber(A[b + R_SALE_BUCKET]), unhex(A[b + R_SALE_DIGEST])
+  local booked = entry_of(bucket, field)
+  if booked then
+    if same_record(booked, entry) then
       return "duplicate:sale_id", "sale_id " .. sale_id .. " was applied before"
     end
-    return "rejected:sale_id_conflict", "sale_id " .. sale_id .. " of " .. ikm
-      .. " is already used by a " .. e[S_KIND] .. " in " .. e[S_EVENT_ID] .. " for "
-      .. e[S_AMOUNT_IDR] .. " IDR"
+    return "rejected:sale_id_conflict", conflict_detail(sale_id, ikm, booked, entry)
   end
 
   if not is_sale then
-    local target_field = sale_field(ikm, refund_of)
-    local target = sale_of(target_field)
-    if not target then
-      return "rejected:unknown_refund_target", "refund_of " .. refund_of
-        .. " is not an applied sale of " .. ikm
-    end
-    local s = split(target, "|")
-    if s[S_KIND] ~= "sale" or s[S_EVENT_ID] ~= event then
-      return "rejected:refund_mismatch", "refund_of " .. refund_of .. " is a " .. s[S_KIND]
-        .. " of " .. ikm .. " in " .. s[S_EVENT_ID] .. ", not a sale in " .. event
-    end
-    local refunded = tonumber(s[S_REFUNDED_IDR]) + amount
-    local refunded_qty = tonumber(s[S_REFUNDED_QUANTITY]) + qty
-    if refunded > tonumber(s[S_AMOUNT_IDR]) or refunded_qty > tonumber(s[S_QUANTITY]) then
-      return "rejected:refund_exceeds_sale", "refunds of " .. refund_of .. " would total "
-        .. fmt(refunded) .. " IDR / " .. fmt(refunded_qty) .. " units, the sale was "
-        .. s[S_AMOUNT_IDR] .. " IDR / " .. s[S_QUANTITY] .. " units"
-    end
-    s[S_REFUNDED_IDR] = fmt(refunded)
-    s[S_REFUNDED_QUANTITY] = fmt(refunded_qty)
-    put_sale(target_field, table.concat(s, "|"))
+    local rejected, detail
     -- A refund is booked where its sale was: the sale's channel and local day.
-    channel, day = s[S_CHANNEL], s[S_DAY]
+    rejected, detail, channel, day = refund_target(b, entry, amount, qty)
+    if rejected then return rejected, detail end
   end
-  local booked = {}
-  booked[S_IKM_ID], booked[S_EVENT_ID], booked[S_CHANNEL], booked[S_DAY] = ikm, event, channel, day
-  booked[S_AMOUNT_IDR], booked[S_QUANTITY] = fmt(amount), fmt(qty)
-  booked[S_REFUNDED_IDR], booked[S_REFUNDED_QUANTITY] = "0", "0"
-  booked[S_KIND], booked[S_REFUND_OF] = kind, refund_of
-  put_sale(field, table.concat(booked, "|"))
+  put_entry(bucket, field, entry)
 
   local evs, prs = ints(A[b + R_CHAIN_EVENTS]), ints(A[b + R_CHAIN_PAIRS])
   local ch, d = channel_names(channel), day_fields(day)
@@ -339,13 +419,13 @@ local function hset_all(key, args)
   end
 end
 
-do
-  local args = {}
-  for _, id in ipairs(sales_dirty_order) do
-    args[#args + 1] = id
-    args[#args + 1] = sales[id]
+for _, bucket in ipairs(dirty_order) do
+  local args, t = {}, entries[bucket]
+  for _, field in ipairs(dirty[bucket]) do
+    args[#args + 1] = field
+    args[#args + 1] = t[field]
   end
-  if #args > 0 then hset_all(K_SALES, args) end
+  hset_all(KEYS[BUCKET0 + bucket], args)
 end
 
 for _, key in ipairs(delta_order) do

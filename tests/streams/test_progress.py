@@ -19,7 +19,7 @@ import redis
 
 from producers.simulator.synthetic import generate
 from rekap.contract import Reason
-from rekap.errors import RedisLostWrites
+from rekap.errors import LegacyLedger, RedisLostWrites
 from rekap.names import Keys
 from rekap.records import UNROUTED, ConsumedRecord
 from rekap.redisconn import connect
@@ -27,7 +27,7 @@ from rekap.registry import Registry, load_registry
 from rekap.settings import DEFAULT_REGISTRY, Settings
 from streams.apply import Applier, BatchResult
 from streams.batch import BatchPlan, plan_batch
-from streams.progress import Progress, known_roots
+from streams.progress import Progress, known_roots, read_fences
 from streams.script import RECORD_FIELDS
 from tests.streams.test_apply import as_records
 from tests.streams.test_worker import assert_reconciled, wait_counted
@@ -82,6 +82,21 @@ async def test_every_tree_fence_moves_to_the_batch_end(settings: Settings,
     progress = Progress()
     progress.applied(result.fences(), plan.partitions)
     assert progress.expected[(UNROUTED, 0)] == plan.partitions[0]
+
+
+async def test_a_ledger_in_the_old_layout_is_refused(settings: Settings,
+                                                     redis_client: redis.Redis) -> None:
+    """Applying on top of the pre-bucket de-dup hash would count a resent old sale twice."""
+    keys = Keys(settings.redis_prefix)
+    client = connect(settings)
+    try:
+        roots = known_roots(REGISTRY)
+        assert (await read_fences(client, settings, roots, [0]))[0][ROOT] == -1
+        redis_client.hset(keys.legacy_sales(ROOT), "lampung-ethnica|s1", "old")
+        with pytest.raises(LegacyLedger, match="rekap rebuild --apply"):
+            await read_fences(client, settings, roots, [0])
+    finally:
+        await client.aclose()
 
 
 async def test_a_fence_that_fell_back_refuses_the_batch_and_writes_nothing(
