@@ -103,10 +103,9 @@ class Settings:
     #: The leaderboard exporter (/metrics with the top-K gauges).
     exporter_port: int = 16068
 
-    #: Largest batch the worker applies in one Redis script.
+    #: Largest batch the worker applies at once: it takes whatever has arrived, up to this
+    #: many records, and never waits for more (streams.consume).
     batch_max: int = 1000
-    #: Seconds the worker waits to fill a batch before applying what it has.
-    batch_window_s: float = 0.25
     #: Seconds between the worker's checks that Redis still holds the offset fences it saw: how
     #: soon a Redis that lost writes is noticed while no sale arrives (streams.progress).
     progress_check_s: float = 1.0
@@ -163,8 +162,6 @@ class Settings:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"REKAP_{name.upper()} must be at least 1")
-        if self.batch_window_s <= 0:
-            raise ConfigError("REKAP_BATCH_WINDOW_S must be a positive number of seconds")
         if self.progress_check_s <= 0:
             raise ConfigError("REKAP_PROGRESS_CHECK_S must be a positive number of seconds")
         if self.totals_settle_s < 0:

@@ -1,7 +1,7 @@
-"""The worker's agent: sales topic → batches → Redis → dead letters and totals topics.
+"""The worker's pipeline: sales topic → batches → Redis → dead letters and totals topics.
 
-Per batch (``stream.take_events(REKAP_BATCH_MAX, REKAP_BATCH_WINDOW_S)``, so each
-record's partition and offset are at hand):
+Per batch (one fetch of the sales topic, whatever had arrived up to
+``REKAP_BATCH_MAX`` records, handed over by :mod:`streams.consume`):
 
 1. plan it (pure: :func:`streams.batch.plan_batch`); a record that makes the
    planner itself fail is rejected as ``internal_error``, alone;
@@ -32,9 +32,9 @@ versions make that harmless).
 The agent never stops on input: parsing never raises, bad records are results,
 and a record that makes rekap itself fail costs only itself. On a Redis or
 Kafka outage the SAME batch is retried with backoff (never acked and dropped),
-counting each failure. If the worker is stopped while a batch is still
-unapplied, the batch's messages are withheld from Faust's ack bookkeeping so
-the committed offsets, the lag hint, do not run past them.
+counting each failure. Offsets are committed only up to finished batches
+(:mod:`streams.consume`), so the committed offsets never run past an
+unapplied record.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.exceptions import RedisError
 
@@ -53,7 +53,7 @@ from rekap.records import ConsumedRecord
 from rekap.redisconn import unavailable
 from rekap.registry import Registry, RegistrySource
 from rekap.settings import Settings
-from streams import metrics
+from streams import consume, metrics
 from streams.apply import Applier, BatchResult
 from streams.batch import BatchPlan, plan_batch
 from streams.deadletter import dead_letter_messages
@@ -84,11 +84,12 @@ SEND_TIMEOUT_S = 30.0
 SHUTDOWN_SETTLE_TIMEOUT_S = 5.0
 
 
-def to_record(message: Any) -> ConsumedRecord:
-    """A Faust message as a :class:`ConsumedRecord` (raw key and value bytes)."""
-    return ConsumedRecord(topic=message.topic, partition=message.partition, offset=message.offset,
-                          key=message.key, value=message.value,
-                          timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None)
+class Prepared(NamedTuple):
+    """A fetch of the sales topic, planned."""
+
+    records: list[ConsumedRecord]
+    registry: Registry
+    plan: BatchPlan
 
 
 class Pipeline:
@@ -119,16 +120,17 @@ class Pipeline:
             self._applier = Applier(connect(self.settings), self.settings)
         return self._applier
 
-    async def process(self, events: Sequence[Any]) -> None:
-        records = [to_record(e.message) for e in events]
+    def prepare(self, records: list[ConsumedRecord]) -> Prepared:
+        """Plan one fetch of the sales topic (pure; :mod:`streams.consume` calls this)."""
         metrics.RECORDS_CONSUMED.inc(len(records))
         registry = self.registry.current()
         plan = plan_batch(records, registry, self.keys, fence_roots=known_roots(registry))
-        try:
-            result = await self.run_until_done(plan, registry)
-        except asyncio.CancelledError:
-            withhold_acks(events)
-            raise
+        return Prepared(records, registry, plan)
+
+    async def process(self, prepared: Prepared) -> None:
+        """Apply a planned batch until it is done, then count it."""
+        records, registry, plan = prepared
+        result = await self.run_until_done(plan, registry)
         try:
             metrics.observe_batch(result, records)
         except Exception:  # metrics must never cost the batch (it is applied already)
@@ -367,27 +369,11 @@ class Pipeline:
                 f"failed: {exc!r}") from exc
 
 
-def withhold_acks(events: Sequence[Any]) -> None:
-    """Keep an unapplied batch out of Faust's commit bookkeeping.
-
-    ``take_events`` acks its buffer in a ``finally`` even when the body is
-    cancelled (worker shutdown). Marking the messages acknowledged here makes
-    that ack a no-op, so the committed offset stays below them and the next
-    worker reads them again.
-    """
-    for event in events:
-        event.message.acked = True
-
-
 def install(app: Any, settings: Settings) -> Any:
-    """Declare the sales topic and the apply agent on ``app``; return the agent."""
-    sales = app.topic(settings.topic_sales, key_serializer="raw", value_serializer="raw")
+    """Subscribe ``app`` to the sales topic with the pipeline as its batch handler; return the
+    pipeline."""
     pipeline = Pipeline(app, settings)
-
-    @app.agent(sales, name="rekap.apply_sales", concurrency=1)
-    async def apply_sales(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_window_s):
-            await pipeline.process(events)
+    consume.install(app, settings.topic_sales, pipeline)
 
     @app.timer(settings.progress_check_s, name="rekap.check_progress")
     async def check_progress() -> None:
@@ -419,4 +405,4 @@ def install(app: Any, settings: Settings) -> Any:
     app.on_partitions_revoked.connect(on_revoked)
     app.on_partitions_assigned.connect(on_assigned)
     app.on_before_shutdown.connect(on_shutdown)
-    return apply_sales
+    return pipeline

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import faust
-
 from rekap.settings import Settings
+from streams.consume import BatchApp
 
 #: Faust's own offset-commit interval (its default, stated). A crash replays at
 #: most this much, which the offset fences absorb.
@@ -51,19 +50,20 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         broker_rebalance_timeout=REBALANCE_TIMEOUT_S,
         # None, not "": aiokafka sends LeaveGroup on a clean shutdown only without one.
         consumer_group_instance_id=settings.group_instance_id or None,
-        # Large enough to fill a batch in one fetch.
-        broker_max_poll_records=max(500, settings.batch_max),
-        stream_buffer_maxsize=max(4096, 2 * settings.batch_max),
+        # One fetch is one batch (streams.consume): at most this many records.
+        broker_max_poll_records=settings.batch_max,
         producer_acks=-1,
-        producer_linger_ms=5,
+        # No linger: a batch's offsets wait for its totals' acks, so lingering only adds to
+        # every batch (5 ms cost about a third of the throughput, docs/PERFORMANCE.md).
+        producer_linger_ms=0,
     )
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings) -> BatchApp:
     """Build the worker app for ``settings`` (app id = consumer group = ``REKAP_APP_ID``)."""
     datadir = settings.runtime_dir.resolve() / "faust" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = BatchApp(
         settings.app_id,
         datadir=str(datadir),
         web_enabled=True,

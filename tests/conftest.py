@@ -112,7 +112,6 @@ def settings(base_settings: Settings, kafka_ready: str, redis_session: redis.Red
         ingest_port=free_port(),
         exporter_port=free_port(),
         runtime_dir=tmp_path / "runtime",
-        batch_window_s=0.1,
     )
     ensure_topics(s)
     yield s

@@ -26,8 +26,8 @@ from streams.web import queries
 log = logging.getLogger(__name__)
 
 #: How often an event's signature is polled while someone watches (seconds). The
-#: venue promise is "within a second of a sale"; the worker applies a batch every
-#: batch_window_s (0.25 s by default), so 0.3 s keeps the sum well under a second.
+#: venue promise is "within a second of a sale"; the worker applies a sale tens of
+#: milliseconds after it arrives (docs/PERFORMANCE.md), so 0.3 s keeps the sum well under it.
 POLL_INTERVAL_S = 0.3
 
 

@@ -16,15 +16,15 @@ def test_defaults_point_at_the_local_stack() -> None:
 
 
 def test_values_are_typed_from_the_environment() -> None:
-    s = Settings.from_env({"REKAP_SALES_PARTITIONS": "12", "REKAP_BATCH_WINDOW_S": "0.5",
+    s = Settings.from_env({"REKAP_SALES_PARTITIONS": "12", "REKAP_BATCH_MAX": "50",
                            "REKAP_REGISTRY_PATH": "/tmp/r.toml", "REKAP_APP_ID": "x",
                            "REKAP_TOTALS_SETTLE_S": "0"})
-    assert (s.sales_partitions, s.batch_window_s, s.registry_path, s.app_id,
-            s.totals_settle_s) == (12, 0.5, Path("/tmp/r.toml"), "x", 0.0)
+    assert (s.sales_partitions, s.batch_max, s.registry_path, s.app_id,
+            s.totals_settle_s) == (12, 50, Path("/tmp/r.toml"), "x", 0.0)
 
 
 def test_to_env_is_read_back_by_from_env() -> None:
-    s = Settings.from_env({}, sales_partitions=3, batch_window_s=0.1, runtime_dir=Path("/tmp/rt"),
+    s = Settings.from_env({}, sales_partitions=3, batch_max=10, runtime_dir=Path("/tmp/rt"),
                           booth_tokens_path=None, redis_url="redis://:s3cret@127.0.0.1:6379/0")
     env = s.to_env()
     assert env["REKAP_REDIS_URL"] == "redis://:s3cret@127.0.0.1:6379/0"  # for a child, unmasked
@@ -35,7 +35,7 @@ def test_to_env_is_read_back_by_from_env() -> None:
 @pytest.mark.parametrize(("name", "value"), [
     ("REKAP_SALES_PARTITIONS", "many"), ("REKAP_SALES_PARTITIONS", "0"),
     ("REKAP_REDIS_PREFIX", "a{b}"), ("REKAP_REDIS_URL", "http://x"),
-    ("REKAP_BATCH_WINDOW_S", "-1"), ("REKAP_TOTALS_SETTLE_S", "-0.5"),
+    ("REKAP_BATCH_MAX", "-1"), ("REKAP_TOTALS_SETTLE_S", "-0.5"),
 ])
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):

@@ -343,7 +343,7 @@ def test_two_workers_compacted_tail_equals_redis(settings: Settings,
     updating ``lagawi-2022`` at the same instant, the race that can leave an
     older version last.
     """
-    settings = replace(settings, batch_max=4, batch_window_s=0.01)
+    settings = replace(settings, batch_max=4)
     keys = Keys(settings.redis_prefix)
     values = generate(REGISTRY, 240, seed=11)
     tail = TotalsTail(settings)
