@@ -13,7 +13,7 @@ STACK := deploy/local/stack
 STACK_ARGS ?=
 # e.g. make test PYTEST_ARGS="-k reconcile -x"
 PYTEST_ARGS ?=
-# e.g. make bench BENCH_ARGS="--records 50000 --runs 5"
+# e.g. make bench BENCH_ARGS="--quick"  or  BENCH_ARGS="--records 50000 --runs 5 --skip memory"
 BENCH_ARGS ?=
 # Where `make faults` keeps its summary (JSON; the table is printed too) and, until its next
 # run, each scenario's worker and simulator logs.
@@ -72,10 +72,13 @@ lint: $(VENV)/.installed ## ruff (style, complexity), mypy, import directions (p
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-bench: setup ## worker throughput vs raw aiokafka and stock Faust, one run (BENCH_ARGS="--records 20000 --runs 3")
+# Throughput vs raw aiokafka, naive and stock Faust (30/10k/100k IKM, 1 and 2 workers), latency
+# at 1,000 and 5,000 rec/s, Redis memory; self-bounded to ~25 min. Writes .rekap/bench/bench-<UTC>.md
+# and .json. Never part of `make test`.
+bench: setup ## the benchmark: one table, .rekap/bench/bench-<UTC>.md/.json, <= ~25 min (BENCH_ARGS="--quick")
 	@was_up=0; $(STACK) status >/dev/null 2>&1 && was_up=1; \
 	[ $$was_up = 1 ] || $(STACK) up; \
-	status=0; $(PY) -m bench.throughput $(BENCH_ARGS) || status=$$?; \
+	status=0; $(PY) -m bench $(BENCH_ARGS) || status=$$?; \
 	[ $$was_up = 1 ] || $(STACK) down; \
 	exit $$status
 

@@ -1,10 +1,11 @@
-"""Baseline 2 of :mod:`bench.throughput`: a stock Faust agent that only takes batches.
+"""Contestant ``faust`` of :mod:`bench.throughput`: a stock Faust agent that only takes batches.
 
 Run as a child process (``python -m bench.faust_baseline``) with the same
 ``REKAP_*`` environment the worker gets. The app uses the worker's Faust
 settings (:func:`streams.app.faust_options`) and one agent doing
-``stream.take_events(batch_max, within=batch_window_s)`` and nothing else, so
-what it measures is the cost of Faust itself on this stream.
+``stream.take_events(batch_max, within=0.25)`` (the worker's fill window before it
+took whole fetches) and nothing else, so what it measures is the cost of Faust
+itself on this stream.
 
 When it has seen ``--expect`` records it writes ``{"first": t, "last": t,
 "first_count": n1, "count": n}`` (``time.time()`` of the first and
@@ -25,6 +26,10 @@ import faust
 from rekap.settings import Settings
 from streams.app import faust_options
 
+#: ``take_events``' fill window (the worker's old fixed window; draining a backlog, batches
+#: fill by size long before it ends).
+TAKE_WITHIN_S = 0.25
+
 
 def report(result: Path, seen: dict[str, Any]) -> None:
     """Write the result once (a small local file; blocking is fine here)."""
@@ -32,18 +37,26 @@ def report(result: Path, seen: dict[str, Any]) -> None:
         result.write_text(json.dumps(seen))
 
 
-def build(settings: Settings, expect: int, result: Path) -> faust.App:
+def make_app(settings: Settings) -> faust.App:
+    """A stock ``faust.App`` with the worker's options (also :mod:`bench.naive_faust`'s)."""
     datadir = settings.runtime_dir.resolve() / "faust" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(settings.app_id, datadir=str(datadir), web_enabled=True,
-                    web_port=settings.worker_port, web_bind=settings.host,
-                    web_host=settings.host, **faust_options(settings))
+    # Faust's own aiokafka transport, whatever the worker's app class or broker URL uses.
+    options = faust_options(settings) | {
+        "broker": [f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",") if h.strip()]}
+    return faust.App(settings.app_id, datadir=str(datadir), web_enabled=True,
+                     web_port=settings.worker_port, web_bind=settings.host,
+                     web_host=settings.host, **options)
+
+
+def build(settings: Settings, expect: int, result: Path) -> faust.App:
+    app = make_app(settings)
     topic = app.topic(settings.topic_sales, key_serializer="raw", value_serializer="raw")
     seen = {"count": 0, "first": 0.0, "first_count": 0, "last": 0.0}
 
     @app.agent(topic, name="bench.take_only", concurrency=1)
     async def take_only(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_window_s):
+        async for events in stream.take_events(settings.batch_max, within=TAKE_WITHIN_S):
             now = time.time()
             if not seen["count"]:
                 seen["first"] = now
@@ -56,23 +69,31 @@ def build(settings: Settings, expect: int, result: Path) -> faust.App:
     return app
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--loop", default="aio", choices=("aio", "uvloop"))
-    args = parser.parse_args()
-    settings = Settings.from_env()
-    app = build(settings, args.expect, args.result)
+    return parser.parse_args()
+
+
+def serve(app: faust.App, settings: Settings, loop_name: str = "aio") -> None:
+    """Run ``app`` as a Faust worker until the parent stops it."""
     from faust.worker import Worker
 
     loop = None
-    if args.loop == "uvloop":
+    if loop_name == "uvloop":
         import uvloop
 
         loop = uvloop.new_event_loop()
     Worker(app, loglevel="warn", workdir=str(settings.runtime_dir), redirect_stdouts=False,
            loop=loop).execute_from_commandline()
+
+
+def main() -> None:
+    args = arguments()
+    settings = Settings.from_env()
+    serve(build(settings, args.expect, args.result), settings, args.loop)
 
 
 if __name__ == "__main__":

@@ -1,35 +1,48 @@
-"""Throughput of the rekap worker against two baselines, on the same generated stream.
+"""Throughput of the rekap worker against three baselines, on the same generated stream.
 
 Usage::
 
-    .venv/bin/python -m bench.throughput [--records 20000] [--partitions 3] [--runs 3]
-                                         [--only raw,faust,rekap] [--out FILE]
+    .venv/bin/python -m bench.throughput [--records 20000] [--partitions 6] [--runs 3]
+                                         [--ikm 30] [--workers 1]
+                                         [--only raw,naive,faust,rekap] [--out FILE]
+
+(``python -m bench`` runs this table, rekap at more IKM and with two workers, the
+latency and the memory figures in one go: :mod:`bench.__main__`.)
 
 Needs the local stack (Kafka and Redis of ``REKAP_KAFKA_BOOTSTRAP`` /
 ``REKAP_REDIS_URL``, default ``deploy/local/stack up``). One seeded stream of
-valid sales, refunds and resends (:mod:`producers.simulator.synthetic`) is
-generated once; then, per run, each contestant gets its own fresh topics, consumer group
-and Redis prefix (created and deleted here), the stream is produced into its
-sales topic *before* it starts, and it drains that backlog:
+valid sales, refunds and resends over a registry of ``--ikm`` IKM in one event
+(:mod:`bench.scale`) is generated once per scale; then, per run, each contestant
+gets its own fresh topics, consumer group and Redis prefix (created and deleted
+here), the stream is produced into its sales topic *before* it starts, and it
+drains that backlog:
 
 ``raw``
     aiokafka consumer, all partitions assigned, beginning to end offsets,
-    ``json.loads`` of every value: what the machine can do at all.
+    ``json.loads`` of every value: what the machine can do at all (the ceiling).
+``naive``
+    a stock Faust agent iterating ``async for value in stream`` and awaiting two
+    Redis increments per event, the tutorial way (:mod:`bench.naive_faust`):
+    the design rekap replaces.
 ``faust``
     a stock Faust agent doing ``take_events`` batches and nothing else, with
     the worker's own Faust settings (:mod:`bench.faust_baseline`): the cost of
     Faust itself.
 ``rekap``
-    the real ``rekap worker`` (a child process, settings via ``REKAP_*``)
-    applying to real Redis, dead letters and totals topics included. Progress
-    is read from the ``P:{R}:stats`` hashes.
+    the real ``rekap worker`` (a child process, settings via ``REKAP_*``; with
+    ``workers`` > 1, that many in one consumer group) applying to real Redis,
+    dead letters and totals topics included. Progress is read from the
+    ``P:{R}:stats`` hashes.
 
 Two rates per contestant: **steady** = records after the first batch / time
-from the first to the last batch (first applied to last applied for rekap;
+from the first to the last batch (first applied to last applied for rekap, first
+to last event for naive;
 for ``raw``, whose first fetch can return the whole backlog: all records / time
 from "positioned at the beginning" to the last record),
 and **wall** = records / time from start (process spawn or consumer creation)
-to the last record, start-up and group join included. The order of the
+to the last record, start-up and group join included (several rekap workers
+start on an empty topic and are frozen while the backlog is produced, see
+:func:`run_rekap`: their wall time starts at the resume). The order of the
 contestants is reversed on every other run so slow drift of the shared machine
 cancels out.
 
@@ -59,23 +72,27 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
 
 import redis
 
+from bench import scale
 from consumers.reconcile import compare, snapshot
-from producers.simulator.synthetic import generate
 from rekap.ledger import fold_sent
 from rekap.names import Keys
-from rekap.registry import Registry, load_registry
+from rekap.registry import Registry
 from rekap.settings import Settings
 from rekap.topics import delete_topics, ensure_topics
 
-CONTESTANTS = ("raw", "faust", "rekap")
+#: The kinds of contestant, in table order: (a) ceiling, (b) naive, (c) Faust alone, (d) rekap.
+CONTESTANTS = ("raw", "naive", "faust", "rekap")
+#: Child-process baselines: kind -> module run with ``python -m``.
+BASELINE_MODULES = {"naive": "bench.naive_faust", "faust": "bench.faust_baseline"}
 #: Seconds a contestant may take to drain the stream, start-up included.
 DRAIN_TIMEOUT_S = 300.0
 #: Seconds between two reads of the progress (stats hashes, result file).
@@ -85,6 +102,31 @@ REPO = Path(__file__).resolve().parent.parent
 
 class BenchError(RuntimeError):
     """A contestant failed, timed out, or rekap's totals were wrong."""
+
+
+@dataclass(frozen=True)
+class Contestant:
+    """One row of the table: a kind of consumer at an IKM scale, with one or more workers."""
+
+    kind: str
+    ikm: int
+    workers: int = 1
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.kind)
+
+
+@dataclass
+class Scale:
+    """The registry and the encoded stream every contestant at one IKM scale drains."""
+
+    ikm: int
+    registry: Registry
+    registry_path: Path
+    records: list[dict[str, Any]]
+    pairs: list[tuple[bytes, bytes]]
 
 
 @dataclass
@@ -97,6 +139,9 @@ class Sample:
     steady_s: float
     wall_s: float
     verified: bool | None = None
+    kind: str = ""
+    ikm: int = 0
+    workers: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -104,7 +149,15 @@ class Sample:
 
 
 def generate_stream(registry: Registry, n: int, seed: int) -> list[dict[str, Any]]:
-    return generate(registry, n, seed=seed, prefix=f"b{seed}")
+    return scale.stream(registry, n, seed=seed, prefix=f"b{seed}")
+
+
+def prepare_scale(workdir: Path, ikm: int, n: int, seed: int) -> Scale:
+    """Write the registry of ``ikm`` IKM under ``workdir`` and generate its stream of ``n``."""
+    path = workdir / f"registry-{ikm}.toml"
+    registry = scale.load(path, ikm)
+    records = generate_stream(registry, n, seed)
+    return Scale(ikm, registry, path, records, encode_stream(records))
 
 
 def encode_stream(records: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
@@ -219,18 +272,22 @@ def log_tail(settings: Settings, name: str, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def wait_for(predicate: Callable[[], Any], proc: subprocess.Popen[bytes] | None, what: str,
-             settings: Settings, name: str) -> Any:
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+def wait_for(predicate: Callable[[], Any],
+             procs: subprocess.Popen[bytes] | list[subprocess.Popen[bytes]] | None, what: str,
+             settings: Settings, name: str, timeout_s: float = DRAIN_TIMEOUT_S) -> Any:
+    """Poll ``predicate`` until it is true; fail if a child exits or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    watched = procs if isinstance(procs, list) else [procs] if procs is not None else []
     while True:
         value = predicate()
         if value:
             return value
-        if proc is not None and proc.poll() is not None:
-            raise BenchError(f"{name} exited with {proc.returncode} before {what}:\n"
-                             f"{log_tail(settings, name)}")
+        for proc in watched:
+            if proc.poll() is not None:
+                raise BenchError(f"{name} exited with {proc.returncode} before {what}:\n"
+                                 f"{log_tail(settings, name)}")
         if time.monotonic() > deadline:
-            raise BenchError(f"{name}: {what} not reached in {DRAIN_TIMEOUT_S}s:\n"
+            raise BenchError(f"{name}: {what} not reached in {timeout_s:g}s:\n"
                              f"{log_tail(settings, name)}")
         time.sleep(POLL_S)
 
@@ -278,25 +335,76 @@ def run_raw(settings: Settings, n: int, run: int) -> Sample:
                   last - ready, last - started)
 
 
-def run_faust(settings: Settings, n: int, run: int) -> Sample:
-    """Baseline 2: a stock Faust agent (worker settings) doing take_events only."""
-    result = settings.runtime_dir / "faust-result.json"
+def run_baseline(settings: Settings, kind: str, n: int, run: int) -> Sample:
+    """A Faust baseline child (``naive`` or ``faust``, worker settings) until it saw ``n``."""
+    result = settings.runtime_dir / f"{kind}-result.json"
     started = time.time()
-    with child(settings, ["-m", "bench.faust_baseline", "--expect", str(n), "--result",
-                          str(result)], "faust") as proc:
-        wait_for(result.exists, proc, f"{n} records", settings, "faust")
+    with child(settings, ["-m", BASELINE_MODULES[kind], "--expect", str(n), "--result",
+                          str(result)], kind) as proc:
+        wait_for(result.exists, proc, f"{n} records", settings, kind)
         time.sleep(0.05)  # the file is written in one call; let it land
         doc = json.loads(result.read_text())
     if doc["count"] != n:
-        raise BenchError(f"faust baseline saw {doc['count']} records, expected {n}")
-    return Sample("faust", run, n, rate(n - doc["first_count"], doc["last"] - doc["first"]),
+        raise BenchError(f"{kind} baseline saw {doc['count']} records, expected {n}")
+    return Sample(kind, run, n, rate(n - doc["first_count"], doc["last"] - doc["first"]),
                   n / (doc["last"] - started), doc["last"] - doc["first"], doc["last"] - started)
 
 
-def run_rekap(settings: Settings, n: int, run: int, records: list[dict[str, Any]],
-              registry: Registry, client: redis.Redis, profile: Path | None = None) -> Sample:
-    """The real worker, applying to Redis; verified against the stream's sums."""
+def worker_settings(settings: Settings, workers: int) -> list[Settings]:
+    """One settings per worker of a group: same app id and topics, own web port and runtime dir."""
+    out = [settings]
+    for i in range(2, workers + 1):
+        runtime = settings.runtime_dir / f"w{i}"
+        runtime.mkdir(parents=True, exist_ok=True)
+        out.append(replace(settings, worker_port=free_port(), runtime_dir=runtime))
+    return out
+
+
+def assignment(group: list[Settings]) -> list[list[int]] | None:
+    """Each worker's sales partitions from its ``/healthz``, or None unless every worker is
+    ready (holding partitions, no rebalance running)."""
+    out = []
+    for s in group:
+        try:
+            with urlopen(f"http://{s.host}:{s.worker_port}/healthz", timeout=2) as reply:
+                doc = json.load(reply)
+        except (OSError, ValueError):  # not up yet, or 503: not ready
+            return None
+        if not doc.get("ready"):
+            return None
+        out.append(sorted(doc["partitions"]))
+    return out
+
+
+def group_stable(group: list[Settings], partitions: int) -> list[list[int]] | None:
+    """The assignment once every partition has exactly one ready worker, else None."""
+    held = assignment(group)
+    if held is None or sorted(p for ps in held for p in ps) != list(range(partitions)):
+        return None
+    return held
+
+
+def freeze(procs: list[subprocess.Popen[bytes]], sig: signal.Signals) -> None:
+    """SIGSTOP or SIGCONT each child's process group (each child has its own session)."""
+    for proc in procs:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
+
+def run_rekap(settings: Settings, n: int, run: int, stream: Scale, client: redis.Redis,
+              workers: int = 1, profile: Path | None = None) -> Sample:
+    """The real worker(s), applying to Redis; verified against the stream's sums.
+
+    One worker starts on the backlog, like the baselines. Several workers would not share
+    it: the first to join takes every partition and drains thousands of records before
+    the next one's join reaches it through a heartbeat. So they start on the empty topic;
+    once every partition has a ready worker they are frozen (SIGSTOP), the backlog is
+    produced (well inside the session timeout), and they are resumed (SIGCONT) on the
+    same assignment, which is checked again at the end (``extra["rebalanced"]``). ``wall``
+    then counts from the resume, not from the spawn.
+    """
     keys = Keys(settings.redis_prefix)
+    registry = stream.registry
     roots = sorted({registry.root(e) for e in registry.events} | {"_unrouted"})
     seen = {"first": 0.0, "first_count": 0, "last": 0.0}
 
@@ -310,14 +418,32 @@ def run_rekap(settings: Settings, n: int, run: int, records: list[dict[str, Any]
             return True
         return False
 
+    extra: dict[str, Any] = {}
+    group = worker_settings(settings, workers)
     started = time.time()
-    with child(settings, ["-m", "rekap.cli", "worker"], "rekap", profile) as proc:
-        wait_for(progress, proc, f"{n} records applied", settings, "rekap")
-        stats = verify(client, records, registry, keys, roots)
+    with ExitStack() as stack:
+        procs = [stack.enter_context(child(s, ["-m", "rekap.cli", "worker"], f"rekap{i}",
+                                           profile if i == 1 else None))
+                 for i, s in enumerate(group, start=1)]
+        if workers > 1:
+            extra["assignment"] = wait_for(lambda: group_stable(group, settings.sales_partitions),
+                                           procs, "every partition assigned", settings, "rekap1")
+            stack.callback(freeze, procs, signal.SIGCONT)  # never leave a child stopped
+            freeze(procs, signal.SIGSTOP)
+            frozen = time.time()
+            produce(settings, stream.pairs)
+            started = time.time()
+            freeze(procs, signal.SIGCONT)
+            extra["frozen_s"] = started - frozen
+        wait_for(progress, procs, f"{n} records applied", settings, "rekap1")
+        if workers > 1:
+            extra["assignment_after"] = assignment(group)
+            extra["rebalanced"] = extra["assignment_after"] != extra["assignment"]
+        extra["stats"] = verify(client, stream.records, registry, keys, roots)
     first, last = seen["first"], seen["last"]
     return Sample("rekap", run, n, rate(n - int(seen["first_count"]), last - first),
                   n / (last - started), last - first, last - started, verified=True,
-                  extra={"stats": stats})
+                  extra=extra)
 
 
 def rate(count: float, seconds: float) -> float:
@@ -347,25 +473,28 @@ def cleanup(settings: Settings, client: redis.Redis) -> None:
         client.delete(*keys[start:start + 500])
 
 
-def one(contestant: str, base: Settings, workdir: Path, run: int, records: list[dict[str, Any]],
-        pairs: list[tuple[bytes, bytes]], registry: Registry, client: redis.Redis,
-        profile: Path | None = None) -> Sample:
-    settings = fresh_settings(base, contestant, workdir)
+def one(contestant: Contestant, base: Settings, workdir: Path, run: int, stream: Scale,
+        client: redis.Redis, profile: Path | None = None) -> Sample:
+    """One run of one contestant on fresh topics, group and prefix, all removed afterwards."""
+    settings = fresh_settings(replace(base, registry_path=stream.registry_path.resolve()),
+                              contestant.kind, workdir)
     ok = False
     try:
         ensure_topics(settings)
-        produce(settings, pairs)
-        n = len(pairs)
-        if contestant == "raw":
+        if contestant.workers == 1:  # a group of several produces once it is formed
+            produce(settings, stream.pairs)
+        n = len(stream.pairs)
+        if contestant.kind == "raw":
             sample = run_raw(settings, n, run)
-        elif contestant == "faust":
-            sample = run_faust(settings, n, run)
+        elif contestant.kind in BASELINE_MODULES:
+            sample = run_baseline(settings, contestant.kind, n, run)
         else:
-            sample = run_rekap(settings, n, run, records, registry, client,
+            sample = run_rekap(settings, n, run, stream, client, contestant.workers,
                                profile.with_name(f"{profile.stem}-run{run + 1}{profile.suffix}")
                                if profile else None)
         ok = True
-        return sample
+        return replace(sample, contestant=contestant.label, kind=contestant.kind,
+                       ikm=contestant.ikm, workers=contestant.workers)
     finally:
         cleanup(settings, client)
         if ok:
@@ -374,24 +503,66 @@ def one(contestant: str, base: Settings, workdir: Path, run: int, records: list[
             print(f"  logs kept in {settings.runtime_dir}/logs", file=sys.stderr)
 
 
-def summarise(samples: list[Sample]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for c in CONTESTANTS:
-        steady = [s.steady_rps for s in samples if s.contestant == c]
-        wall = [s.wall_rps for s in samples if s.contestant == c]
-        if steady:
-            out[c] = {"steady_median": statistics.median(steady), "steady_min": min(steady),
-                      "steady_max": max(steady), "wall_median": statistics.median(wall),
-                      "wall_min": min(wall), "wall_max": max(wall), "runs": len(steady)}
-    if "rekap" in out:
-        for row in out.values():
-            row["rekap_ratio_steady"] = out["rekap"]["steady_median"] / row["steady_median"]
-            row["rekap_ratio_wall"] = out["rekap"]["wall_median"] / row["wall_median"]
+def lineup(kinds: list[str], ikm: int, workers: int = 1, scale_ikm: tuple[int, ...] = (),
+           scale_workers: tuple[int, ...] = ()) -> list[Contestant]:
+    """The table's contestants at ``ikm`` IKM, then (if rekap is one of them) rekap alone at
+    each other scale and worker count (labelled ``rekap <n> IKM`` and ``rekap <w> workers``)."""
+    out = [Contestant(k, ikm, workers if k == "rekap" else 1,
+                      f"rekap {workers} workers" if k == "rekap" and workers > 1 else k)
+           for k in CONTESTANTS if k in kinds]
+    if "rekap" not in kinds:
+        return out
+    out += [Contestant("rekap", n, 1, f"rekap {n} IKM") for n in scale_ikm if n != ikm]
+    out += [Contestant("rekap", ikm, w, f"rekap {w} workers") for w in scale_workers if w != workers]
     return out
 
 
-def table(summary: dict[str, dict[str, float]]) -> str:
-    head = (f"{'contestant':<10} {'steady rec/s: median [min-max]':>34} "
+def run_all(contestants: list[Contestant], base: Settings, scales: dict[int, Scale],
+            runs: int, workdir: Path, client: redis.Redis, profile: Path | None = None,
+            deadline: float | None = None) -> list[Sample]:
+    """``runs`` rounds over ``contestants``, in reverse order every other round; prints each.
+    Past ``deadline`` (monotonic) no new run starts: the samples so far are returned."""
+    samples: list[Sample] = []
+    for run in range(runs):
+        order = contestants if run % 2 == 0 else list(reversed(contestants))
+        for c in order:
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"  time budget spent: no run {run + 1} of {c.label} or later", flush=True)
+                return samples
+            s = one(c, base, workdir, run, scales[c.ikm], client, profile)
+            samples.append(s)
+            check = " (verified)" if s.verified else ""
+            if s.extra.get("rebalanced"):
+                check += " (REBALANCED during the drain: not a clean sample)"
+            print(f"  run {run + 1} {c.label:<16} steady {s.steady_rps:>9,.0f} rec/s over "
+                  f"{s.steady_s:6.2f}s   wall {s.wall_rps:>9,.0f} rec/s over "
+                  f"{s.wall_s:6.2f}s{check}", flush=True)
+    return samples
+
+
+def summarise(samples: list[Sample]) -> dict[str, dict[str, Any]]:
+    """Per contestant label (in first-run order): medians, minima and maxima of both rates, and
+    the ratio of the first ``rekap`` row to this row (steady and wall)."""
+    out: dict[str, dict[str, Any]] = {}
+    for label in dict.fromkeys(s.contestant for s in samples):
+        mine = [s for s in samples if s.contestant == label]
+        steady, wall = [s.steady_rps for s in mine], [s.wall_rps for s in mine]
+        out[label] = {"kind": mine[0].kind, "ikm": mine[0].ikm, "workers": mine[0].workers,
+                      "steady_median": statistics.median(steady), "steady_min": min(steady),
+                      "steady_max": max(steady), "wall_median": statistics.median(wall),
+                      "wall_min": min(wall), "wall_max": max(wall), "runs": len(mine),
+                      "verified": all(s.verified for s in mine) if mine[0].kind == "rekap"
+                      else None}
+    rekap = next((row for row in out.values() if row["kind"] == "rekap"), None)
+    if rekap is not None:
+        for row in out.values():
+            row["rekap_ratio_steady"] = rekap["steady_median"] / row["steady_median"]
+            row["rekap_ratio_wall"] = rekap["wall_median"] / row["wall_median"]
+    return out
+
+
+def table(summary: dict[str, dict[str, Any]]) -> str:
+    head = (f"{'contestant':<16} {'steady rec/s: median [min-max]':>34} "
             f"{'wall rec/s: median [min-max]':>32} {'rekap/this':>11}")
     lines = [head, "-" * len(head)]
     for c, row in summary.items():
@@ -399,81 +570,96 @@ def table(summary: dict[str, dict[str, float]]) -> str:
                   f"{row['steady_max']:,.0f}]")
         wall = f"{row['wall_median']:>9,.0f} [{row['wall_min']:,.0f}-{row['wall_max']:,.0f}]"
         ratio = f"{row['rekap_ratio_steady']:.3f}" if "rekap_ratio_steady" in row else "-"
-        lines.append(f"{c:<10} {steady:>34} {wall:>32} {ratio:>11}")
+        lines.append(f"{c:<16} {steady:>34} {wall:>32} {ratio:>11}")
     return "\n".join(lines)
 
 
 def git_describe() -> str:
+    """``git describe --always --dirty`` of the repo (tracked files only), or ``unknown``."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return rev + ("-dirty" if dirty else "")
+        return subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=REPO,
+                              capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def batching(settings: Settings) -> dict[str, str]:
+    """The worker's ``batch_*`` settings (whatever they are named today), as strings."""
+    return {k: v for k, v in settings.describe().items() if k.startswith("batch_")}
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """The options this module and :mod:`bench.__main__` share."""
+    parser.add_argument("--records", type=int, default=20_000, help="records per run (20000)")
+    parser.add_argument("--partitions", type=int, default=6,
+                        help="sales-topic partitions (6, the worker's default; even for 2 workers)")
+    parser.add_argument("--runs", type=int, default=3, help="runs; order alternates per run (3)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the generated stream (7)")
+    parser.add_argument("--ikm", type=int, default=30,
+                        help="IKM in the one event of the generated registry (30)")
+    parser.add_argument("--only", default=",".join(CONTESTANTS),
+                        help="comma-separated subset of " + ",".join(CONTESTANTS))
+
+
+def kinds(parser: argparse.ArgumentParser, only: str) -> list[str]:
+    chosen = [c for c in CONTESTANTS if c in only.split(",")]
+    if not chosen:
+        parser.error("--only names no contestant")
+    return chosen
+
+
+def workspace() -> tuple[Path, str]:
+    """A fresh scratch directory under ``.rekap/bench`` and the UTC stamp of this run."""
+    benchdir = REPO / ".rekap" / "bench"
+    benchdir.mkdir(parents=True, exist_ok=True)
+    return (Path(tempfile.mkdtemp(prefix="run-", dir=benchdir)),
+            datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.throughput",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=20_000, help="records per run (20000)")
-    parser.add_argument("--partitions", type=int, default=3, help="sales-topic partitions (3)")
-    parser.add_argument("--runs", type=int, default=3, help="runs; order alternates per run (3)")
-    parser.add_argument("--seed", type=int, default=7, help="seed of the generated stream (7)")
-    parser.add_argument("--only", default=",".join(CONTESTANTS),
-                        help="comma-separated subset of raw,faust,rekap")
+    arguments(parser)
+    parser.add_argument("--workers", type=int, default=1, help="rekap workers in the group (1)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON result file (default .rekap/bench/throughput-<ts>.json)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="record each rekap run with py-spy (-f raw) into FILE-run<N>.txt; "
                              "slows the worker, so its numbers are not comparable")
     args = parser.parse_args(argv)
-    chosen = [c for c in CONTESTANTS if c in args.only.split(",")]
-    if not chosen:
-        parser.error("--only names no contestant")
+    contestants = lineup(kinds(parser, args.only), args.ikm, args.workers)
 
     base = Settings.from_env(sales_partitions=args.partitions)
-    registry = load_registry(base.registry_path)
-    records = generate_stream(registry, args.records, args.seed)
-    pairs = encode_stream(records)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    workdir, stamp = workspace()
     out = args.out or REPO / ".rekap" / "bench" / f"throughput-{stamp}.json"
-    benchdir = REPO / ".rekap" / "bench"
-    benchdir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="run-", dir=benchdir))
     client = redis.Redis.from_url(base.redis_url)
-    print(f"rekap throughput: {len(records)} records, {args.partitions} partitions, "
-          f"{args.runs} runs, batch_max={base.batch_max}, window={base.batch_window_s}s, "
-          f"{os.cpu_count()} CPUs, kafka {base.kafka_bootstrap}, redis {base.redis_url_masked}")
-    samples: list[Sample] = []
     try:
-        for run in range(args.runs):
-            order = chosen if run % 2 == 0 else list(reversed(chosen))
-            for c in order:
-                s = one(c, base, workdir, run, records, pairs, registry, client, args.profile)
-                samples.append(s)
-                check = " (verified)" if s.verified else ""
-                print(f"  run {run + 1} {c:<6} steady {s.steady_rps:>9,.0f} rec/s over "
-                      f"{s.steady_s:6.2f}s   wall {s.wall_rps:>9,.0f} rec/s over "
-                      f"{s.wall_s:6.2f}s{check}", flush=True)
+        scales = {args.ikm: prepare_scale(workdir, args.ikm, args.records, args.seed)}
+        print(f"rekap throughput: {args.records} records, {args.ikm} IKM, {args.partitions} "
+              f"partitions, {args.runs} runs, worker {batching(base)}, {os.cpu_count()} CPUs, "
+              f"kafka {base.kafka_bootstrap}, redis {base.redis_url_masked}")
+        samples = run_all(contestants, base, scales, args.runs, workdir, client, args.profile)
     finally:
         client.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)  # kept when a run failed: its logs are there
     summary = summarise(samples)
     print()
     print(table(summary))
     doc = {
-        "schema": "rekap.bench.throughput.v1",
+        "schema": "rekap.bench.throughput.v2",
         "started": stamp,
         "command": " ".join([Path(sys.executable).name, "-m", "bench.throughput",
                              *(argv if argv is not None else sys.argv[1:])]),
         "git": git_describe(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "config": {"records": len(records), "partitions": args.partitions, "runs": args.runs,
-                   "seed": args.seed, "batch_max": base.batch_max,
-                   "batch_window_s": base.batch_window_s},
+        "machine": machine(),
+        "config": {"records": args.records, "partitions": args.partitions, "runs": args.runs,
+                   "seed": args.seed, "ikm": args.ikm, "workers": args.workers,
+                   "worker_settings": batching(base)},
         "summary": summary,
         "samples": [asdict(s) for s in samples],
     }
