@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python -m bench [--quick] [--records 20000] [--runs 3] [--partitions 6]
+    .venv/bin/python -m bench [--quick] [--records 100000] [--runs 3] [--partitions 6]
                               [--ikm 30] [--scale-ikm 10000,100000] [--scale-workers 2]
                               [--loads 1000,5000] [--seconds 12] [--skip latency,memory]
                               [--budget 1500] [--out-dir .rekap/bench]
@@ -53,7 +53,7 @@ from rekap.settings import Settings
 
 #: What ``--quick`` changes (options given explicitly still win).
 QUICK = {"records": 2000, "runs": 1, "seconds": 3.0, "memory_sales": 2000, "memory_reads": 100}
-FULL = {"records": 20_000, "runs": 3, "seconds": 12.0, "memory_sales": 100_000,
+FULL = {"records": 100_000, "runs": 3, "seconds": 12.0, "memory_sales": 100_000,
         "memory_reads": 1000}
 #: Figures of :func:`bench.memory.measure` printed as they come (all go to the JSON and table).
 MEMORY_SHOWN = ("dedup_bytes_per_sale", "pair_bytes_per_pair", "leaderboard_p99_ms")
@@ -69,7 +69,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Nam
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2000 records, 1 run, 3 s per load (not for quoting)")
-    parser.add_argument("--records", type=int, default=None, help="records per run (20000)")
+    parser.add_argument("--records", type=int, default=None, help="records per run (100000)")
     parser.add_argument("--runs", type=int, default=None,
                         help="rounds of every contestant, and latency runs (3)")
     parser.add_argument("--partitions", type=int, default=6,

@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python -m bench.throughput [--records 20000] [--partitions 6] [--runs 3]
+    .venv/bin/python -m bench.throughput [--records 100000] [--partitions 6] [--runs 3]
                                          [--ikm 30] [--workers 1]
                                          [--only raw,naive,faust,rekap] [--out FILE]
 
@@ -595,7 +595,7 @@ def machine() -> dict[str, Any]:
 
 def arguments(parser: argparse.ArgumentParser) -> None:
     """The options this module and :mod:`bench.__main__` share."""
-    parser.add_argument("--records", type=int, default=20_000, help="records per run (20000)")
+    parser.add_argument("--records", type=int, default=100_000, help="records per run (100000)")
     parser.add_argument("--partitions", type=int, default=6,
                         help="sales-topic partitions (6, the worker's default; even for 2 workers)")
     parser.add_argument("--runs", type=int, default=3, help="runs; order alternates per run (3)")
