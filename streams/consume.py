@@ -127,7 +127,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         # Shielded: stopping the fetcher must not cut a batch in half; wait_empty waits for
         # it (bounded on shutdown).
         if previous is not None and not await asyncio.shield(previous):
-            return  # it failed and rewound its partitions: this fetch is read again after it
+            await self._rewind(batch)  # it failed and rewound: read this fetch again after it
+            return
         if prepared is _FAILED:
             await self._failed(batch)
         elif not self.flow_active or generation != self.app.consumer_generation_id:
@@ -191,9 +192,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
         await self._rewind(batch)
 
     async def _rewind(self, batch: Mapping[TP, Sequence[Any]]) -> None:
+        """Read ``batch`` again: seek each of its partitions back to its first record, unless
+        the partition is already positioned at or before it (an earlier batch's rewind)."""
         assignment = self.assignment()
         for tp, records in batch.items():
-            if tp in assignment:
+            position = self._read_offset[tp]
+            if tp in assignment and (position is None or position > records[0].offset):
                 await self.seek(tp, records[0].offset)
 
     async def _seek_back(self) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import inspect
 import re
 import urllib.request
+from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import redis
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from producers.simulator.synthetic import generate
 from rekap.kafkaconn import admin_client
@@ -127,3 +129,27 @@ def test_fetches_are_batches_and_commits_follow_them(settings: Settings,
                    message=f"committed offsets reach the end offsets {ends}")
     finally:
         worker.stop()
+
+
+class _Rec:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+async def test_a_rewind_never_moves_a_partition_forward() -> None:
+    """After a failed batch rewound its partitions, dropping the prefetched one next to it
+    must not move a shared partition past the failed records (pure: no broker)."""
+    consumer = BatchConsumer.__new__(BatchConsumer)
+    p0, p1 = TP("sales", 0), TP("sales", 1)
+    seeks: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        seeks.append((tp, offset))
+        consumer._read_offset[tp] = offset
+
+    consumer._read_offset = defaultdict(lambda: None, {p0: 120, p1: 60})
+    consumer.assignment = lambda: {p0, p1}  # type: ignore[method-assign]
+    consumer.seek = seek  # type: ignore[method-assign]
+    await consumer._rewind({p0: [_Rec(100), _Rec(109)]})       # the failed batch
+    await consumer._rewind({p0: [_Rec(110), _Rec(119)], p1: [_Rec(50), _Rec(59)]})  # prefetched
+    assert seeks == [(p0, 100), (p1, 50)]
