@@ -48,7 +48,7 @@ from typing import Any
 import redis
 
 from bench import latency, report, throughput
-from bench.throughput import REPO, BenchError
+from bench.throughput import REPO, BenchError, run_cli
 from rekap.settings import Settings
 
 #: What ``--quick`` changes (options given explicitly still win).
@@ -210,10 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+        run_cli(main)
     except KeyboardInterrupt as exc:
         print(f"bench stopped ({exc or 'interrupted'}); children stopped, topics deleted",
               file=sys.stderr)

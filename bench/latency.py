@@ -60,6 +60,7 @@ from bench.throughput import (
     prepare_scale,
     produce,
     read_stats,
+    run_cli,
     settled,
     wait_for,
     workspace,
@@ -355,8 +356,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_cli(main)

@@ -100,6 +100,15 @@ POLL_S = 0.01
 REPO = Path(__file__).resolve().parent.parent
 
 
+def run_cli(main: Callable[[], int]) -> None:
+    """Exit with ``main()``'s status; a :class:`BenchError` is one line on stderr and status 1."""
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
 class BenchError(RuntimeError):
     """A contestant failed, timed out, or rekap's totals were wrong."""
 
@@ -670,8 +679,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_cli(main)
