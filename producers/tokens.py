@@ -36,7 +36,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from rekap.errors import ConfigError
 from rekap.filewatch import FileWatch
@@ -57,9 +57,15 @@ DEMO_SECRETS = "demo-tokens.secret.json"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
+#: Every token starts with this: a token beginning with "-" would be read as an option by a
+#: command line taking ``--token VALUE``, and a fixed prefix lets secret scanners spot a
+#: leaked one (as GitHub's ``ghp_``). Only hashes are stored, so older tokens stay valid.
+TOKEN_PREFIX: Final = "rkp_"  # noqa: S105 - a public prefix, not a secret
+
+
 def new_token() -> str:
-    """A fresh token (256 bits, URL-safe)."""
-    return secrets.token_urlsafe(32)
+    """A fresh token: :data:`TOKEN_PREFIX` and 256 random bits, URL-safe."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def hash_token(token: str) -> str:

@@ -14,12 +14,14 @@ import pytest
 from producers.ingest.auth import authenticate
 from producers.tokens import (
     CHECK_EVERY_S,
+    TOKEN_PREFIX,
     TokenSource,
     hash_token,
     issue_demo_tokens,
     issue_token,
     load_demo_secrets,
     load_tokens,
+    new_token,
     write_tokens_file,
 )
 from rekap.errors import ConfigError
@@ -168,3 +170,10 @@ async def test_ingest_refuses_booth_and_channel_tokens_once_the_file_is_deleted(
         body = (await client.post("/v1/sales", json=booth_sale(),
                                   headers=ingest.booth("kokas-01"))).json()
     assert body["error"]["reason"] == "unauthorized", json.dumps(body)
+
+
+def test_a_token_never_reads_as_a_command_line_option() -> None:
+    # token_urlsafe alone starts with "-" one time in 64: `--token <it>` then fails to parse.
+    tokens = {new_token() for _ in range(2000)}
+    assert len(tokens) == 2000
+    assert all(t.startswith(TOKEN_PREFIX) and len(t) == len(TOKEN_PREFIX) + 43 for t in tokens)
