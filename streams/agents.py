@@ -74,6 +74,7 @@ from streams.totals import (
     VersionGate,
     coalesce,
     read_totals,
+    read_versions,
 )
 
 log = logging.getLogger(__name__)
@@ -326,8 +327,12 @@ class Pipeline:
             refs = self.settler.pending()
             if not refs:
                 return 0
+            client = self.applier.client
             try:
-                current = await read_totals(self.applier.client, self.keys, refs, self.settings)
+                versions = await read_versions(client, self.keys, refs, self.settings)
+                moved = self.settler.sift(versions)
+                current = await read_totals(client, self.keys, moved, self.settings) \
+                    if moved else []
             except RedisUnavailable:
                 metrics.REDIS_ERRORS.labels("totals_settle").inc()
                 raise

@@ -38,8 +38,9 @@ changes afterwards (the end of a programme). The highest-version subscriber
 
 The worker keeps the keys it still owes a read (*dirty*, set before the first
 send attempt, so a failed or partial send is covered too) and a settle pass
-(a timer, every ``REKAP_TOTALS_SETTLE_S``, plus once at shutdown) reads them
-all in one Redis pipeline. Batch publishes and settle passes of one worker are
+(a timer, every ``REKAP_TOTALS_SETTLE_S``, plus once at shutdown) reads their
+``version`` fields in one Redis pipeline, then the whole hash of the few whose
+version moved on (:meth:`Settler.sift`), in a second. Batch publishes and settle passes of one worker are
 serialised by one lock, so "the last message this worker appended for a key"
 is well defined and every read of a settle pass comes after the acks of
 everything the worker sent before it.
@@ -259,6 +260,24 @@ class Settler:
         """The hashes to read in the next pass."""
         return list(self._dirty.values())
 
+    def sift(self, versions: Iterable[tuple[TotalsRef, int]]) -> list[TotalsRef]:
+        """First half of a pass, on the versions alone (0 for a hash that is gone): discharge
+        every key :meth:`plan` would discharge, and return the keys to read in full and plan.
+
+        Nearly every key of a pass is still at the version this worker sent, so a
+        pass reads one field per key and whole hashes only for the few that moved.
+        """
+        full: list[TotalsRef] = []
+        for ref, version in versions:
+            slot = ref.slot(self.settings)
+            if slot not in self._dirty:
+                continue
+            if self._resend(slot, version):
+                full.append(ref)
+            else:
+                self._discharge(slot, version)
+        return full
+
     def plan(self, current: Iterable[tuple[TotalsRef, dict[str, str]]]) -> list[TotalsMessage]:
         """Given the hashes just read (after every earlier send was acked): what to send.
 
@@ -272,22 +291,41 @@ class Settler:
             slot = ref.slot(self.settings)
             if slot not in self._dirty:
                 continue
-            forced = slot in self._forced
-            self._forced.discard(slot)
             snap = ref.snapshot(values)
-            last = self.gate.last(*slot)
-            if not values or snap.version <= 0:
-                del self._dirty[slot]
-            elif snap.version > last or (forced and snap.version == last):
+            version = snap.version if values else 0
+            if self._resend(slot, version):
                 out.append(to_message(snap, self.settings))
-            elif snap.version == last:
-                del self._dirty[slot]
+                self._forced.discard(slot)  # forced once; dirty until found unchanged
             else:
-                log.warning("totals %s: Redis holds version %d, below the %d already published "
-                            "(rebuilt under a running worker?); not re-sent",
-                            slot, snap.version, last)
-                del self._dirty[slot]
+                self._discharge(slot, version)
         return out
+
+    def _resend(self, slot: Slot, version: int) -> bool:
+        """Whether ``slot``, found at ``version`` (0: gone), is to be sent again."""
+        last = self.gate.last(*slot)
+        return version > 0 and (version > last or (slot in self._forced and version == last))
+
+    def _discharge(self, slot: Slot, version: int) -> None:
+        last = self.gate.last(*slot)
+        if 0 < version < last:
+            log.warning("totals %s: Redis holds version %d, below the %d already published "
+                        "(rebuilt under a running worker?); not re-sent", slot, version, last)
+        del self._dirty[slot]
+        self._forced.discard(slot)
+
+
+async def read_versions(client: aioredis.Redis, keys: Keys, refs: Sequence[TotalsRef],
+                        settings: Settings) -> list[tuple[TotalsRef, int]]:
+    """Each ref with its totals hash's ``version`` now (0 if the hash is gone), in one round
+    trip."""
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for ref in refs:
+                pipe.hget(ref.redis_key(keys), "version")
+            versions = await pipe.execute()
+    except RedisError as exc:
+        raise unavailable(settings, exc, "re-reading totals versions to settle") from exc
+    return [(ref, int(v) if v is not None else 0) for ref, v in zip(refs, versions, strict=True)]
 
 
 async def read_totals(client: aioredis.Redis, keys: Keys, refs: Sequence[TotalsRef],

@@ -98,8 +98,9 @@ class Model:
     def settle(self, w: ModelWorker) -> None:
         """A settle pass: only after w's earlier sends were acked (the publish lock's premise)."""
         assert not w.in_flight
-        refs = w.settler.pending()
-        w.send(w.settler.plan([(r, dict(self.hash)) for r in refs]))
+        refs = w.settler.pending()  # the Pipeline's two reads: versions, then moved hashes
+        moved = w.settler.sift([(r, int(self.hash.get("version", 0))) for r in refs])
+        w.send(w.settler.plan([(r, dict(self.hash)) for r in moved]))
 
     def tail(self) -> int:
         return self.log[-1].version
@@ -203,6 +204,27 @@ def test_settler_single_worker_sends_nothing_and_force_resends() -> None:
     assert s.plan([(EVENT, dict(snap.values))]) == [] and s.pending() == []
     s.force([EVENT])
     assert s.plan([(EVENT, {})]) == [] and s.pending() == []   # no hash: nothing to send
+
+
+def test_settler_sift_reads_whole_hashes_only_for_keys_that_moved() -> None:
+    gate = VersionGate()
+    s = Settler(gate, UNIT)
+    snap = TotalsSnapshot("event", EVENT.root, EVENT.event_id, None,
+                          {"version": "5", "amount_idr": "10", "as_of": "x"})
+    msgs = coalesce([snap], UNIT)
+    s.watch(msgs)
+    gate.published(msgs)
+    assert s.sift([(EVENT, 5)]) == [] and s.pending() == []   # unchanged: discharged on the version
+    s.watch(msgs)
+    assert s.sift([(EVENT, 7)]) == [EVENT] and s.pending() == [EVENT]   # moved on: read it all
+    s.force([EVENT])
+    assert s.sift([(EVENT, 5)]) == [EVENT]                    # forced: sent even at 5 ...
+    again = s.plan([(EVENT, dict(snap.values))])
+    assert [m.version for m in again] == [5]
+    gate.published(again)
+    assert s.sift([(EVENT, 5)]) == [] and s.pending() == []   # ... once
+    s.watch(msgs)
+    assert s.sift([(EVENT, 0)]) == [] and s.pending() == []   # gone: nothing to send
 
 
 # --- the Pipeline's settle pass: real Redis, fake producer -----------------------------------
