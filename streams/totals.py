@@ -82,12 +82,12 @@ worker's messages and is then confirmed like any other send.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -116,9 +116,6 @@ class TotalsSnapshot:
     @property
     def version(self) -> int:
         return int(self.values.get("version", 0))
-
-    def integer(self, name: str) -> int:
-        return int(self.values.get(name, 0))
 
 
 @dataclass(frozen=True)
@@ -157,20 +154,28 @@ class TotalsMessage:
         return self.topic, self.key
 
     def value_bytes(self) -> bytes:
-        return json.dumps(self.value, separators=(",", ":"), ensure_ascii=False).encode()
+        # Compact UTF-8 JSON, keys in insertion order: what json.dumps(separators=(",", ":"),
+        # ensure_ascii=False) writes for these strings and integers, at a tenth of the cost.
+        return orjson.dumps(self.value)
+
+
+#: (channel, ((field, hash field name), ...)) of every channel: names built once, not per message.
+_CHANNEL_NAMES: Final = tuple((c, tuple((f, channel_field(c, f)) for f in CHANNEL_FIELDS))
+                              for c in CHANNELS)
 
 
 def message_value(snapshot: TotalsSnapshot) -> dict[str, Any]:
+    values = snapshot.values
     value: dict[str, Any] = {"schema": SCHEMA, "scope": snapshot.scope,
                              "event_id": snapshot.event_id}
     if snapshot.ikm_id is not None:
         value["ikm_id"] = snapshot.ikm_id
     value["version"] = snapshot.version
-    value["as_of"] = snapshot.values.get("as_of")
+    value["as_of"] = values.get("as_of")
     for name in TOTAL_FIELDS:
-        value[name] = snapshot.integer(name)
-    value["channels"] = {c: {f: snapshot.integer(channel_field(c, f)) for f in CHANNEL_FIELDS}
-                         for c in CHANNELS}
+        value[name] = int(values.get(name, 0))
+    value["channels"] = {c: {f: int(values.get(name, 0)) for f, name in names}
+                         for c, names in _CHANNEL_NAMES}
     return value
 
 

@@ -430,3 +430,15 @@ def test_two_workers_compacted_tail_equals_redis(settings: Settings,
     for key, seq in per_key.items():
         if key.startswith("ikm|"):
             assert seq == sorted(seq), (key, seq)
+
+
+def test_a_totals_message_is_the_compact_json_of_its_value() -> None:
+    """orjson writes it; subscribers got json.dumps' bytes before, and get the same now."""
+    snap = TotalsSnapshot("ikm", EVENT.root, EVENT.event_id, "ikm-ñ",
+                          {"version": "7", "as_of": "2026-12-06T18:00:00.000Z",
+                           "amount_idr": "-125000", "count": "3", "ch:website:count": "2"})
+    [msg] = coalesce([snap], UNIT)
+    assert msg.value_bytes() == json.dumps(msg.value, separators=(",", ":"),
+                                           ensure_ascii=False).encode()
+    assert msg.value["amount_idr"] == -125000 and msg.value["channels"]["website"]["count"] == 2
+    assert msg.value["channels"]["offline"] == {"amount_idr": 0, "count": 0, "refunds_idr": 0}
