@@ -37,7 +37,6 @@ import bisect
 import multiprocessing
 import shutil
 import statistics
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -274,11 +273,7 @@ def run_latency(base: Settings, workdir: Path, stream: Scale, loads: list[int], 
                 changes, polls, spent = finish()
         ok = True
     finally:
-        cleanup(settings, client)
-        if ok:
-            shutil.rmtree(settings.runtime_dir, ignore_errors=True)
-        else:
-            print(f"  logs kept in {settings.runtime_dir}/logs", file=sys.stderr)
+        cleanup(settings, client, ok)
     interval_ms = 1000 * spent / max(1, polls)
     return [sample(load, run, sends, achieved, changes, interval_ms)
             for load, sends, achieved in sorted(pending, key=lambda p: p[0])]

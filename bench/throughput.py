@@ -472,7 +472,13 @@ def fresh_settings(base: Settings, contestant: str, workdir: Path) -> Settings:
                    runtime_dir=runtime)
 
 
-def cleanup(settings: Settings, client: redis.Redis) -> None:
+def cleanup(settings: Settings, client: redis.Redis, ok: bool) -> None:
+    """Delete a run's topics and keys; its runtime directory too, unless it failed (its logs
+    are there)."""
+    if ok:
+        shutil.rmtree(settings.runtime_dir, ignore_errors=True)
+    else:
+        print(f"  logs kept in {settings.runtime_dir}/logs", file=sys.stderr)
     try:
         delete_topics(settings)
     except Exception as exc:  # a leftover topic must not hide the result
@@ -505,11 +511,7 @@ def one(contestant: Contestant, base: Settings, workdir: Path, run: int, stream:
         return replace(sample, contestant=contestant.label, kind=contestant.kind,
                        ikm=contestant.ikm, workers=contestant.workers)
     finally:
-        cleanup(settings, client)
-        if ok:
-            shutil.rmtree(settings.runtime_dir, ignore_errors=True)
-        else:
-            print(f"  logs kept in {settings.runtime_dir}/logs", file=sys.stderr)
+        cleanup(settings, client, ok)
 
 
 def lineup(kinds: list[str], ikm: int, workers: int = 1, scale_ikm: tuple[int, ...] = (),
