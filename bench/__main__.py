@@ -45,10 +45,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import redis
-
 from bench import latency, report, throughput
 from bench.throughput import REPO, BenchError, run_cli
+from rekap.redisconn import connect_sync
 from rekap.settings import Settings
 
 #: What ``--quick`` changes (options given explicitly still win).
@@ -139,7 +138,7 @@ def run(args: argparse.Namespace, kinds: list[str], base: Settings, started: flo
     wanted = {args.ikm} | {c.ikm for c in contestants}
     scales = {n: throughput.prepare_scale(workdir, n, args.records, args.seed) for n in sorted(wanted)}
     doc: dict[str, Any] = {"throughput": {}, "latency": {}, "memory": {"status": "skipped"}}
-    client = redis.Redis.from_url(base.redis_url)
+    client = connect_sync(base)
     try:
         if "throughput" not in skip:
             print(f"throughput: {len(contestants)} contestants x {args.runs} runs, "

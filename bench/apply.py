@@ -25,12 +25,10 @@ import zlib
 from dataclasses import replace
 from typing import Any
 
-import redis
-
 from bench.throughput import encode_stream, generate_stream, verify
 from rekap.names import Keys
 from rekap.records import ConsumedRecord
-from rekap.redisconn import connect
+from rekap.redisconn import SyncClient, connect, connect_sync
 from rekap.registry import load_registry
 from rekap.settings import Settings
 from streams import metrics
@@ -38,7 +36,7 @@ from streams.apply import Applier
 from streams.batch import plan_batch
 
 
-def evalsha_usec(client: redis.Redis) -> tuple[int, int]:
+def evalsha_usec(client: SyncClient) -> tuple[int, int]:
     stats = client.info("commandstats").get("cmdstat_evalsha", {})
     return int(stats.get("usec", 0)), int(stats.get("calls", 0))
 
@@ -91,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     registry = load_registry(settings.registry_path)
     values = generate_stream(registry, args.records, args.seed)
     records = place(encode_stream(values), settings.topic_sales, args.partitions)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect_sync(settings)
     try:
         usec0, calls0 = evalsha_usec(client)
         t0 = time.perf_counter()

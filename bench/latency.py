@@ -46,8 +46,6 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from bench import scale
 from bench.throughput import (
     BenchError,
@@ -65,6 +63,7 @@ from bench.throughput import (
     workspace,
 )
 from rekap.names import Keys
+from rekap.redisconn import SyncClient, connect_sync
 from rekap.settings import Settings
 from rekap.topics import ensure_topics
 
@@ -104,7 +103,7 @@ class LatencySample:
 def poll_fences(redis_url: str, key: str, stop: Any, conn: Connection) -> None:
     """Child process: read ``key`` every :data:`POLL_S` until ``stop`` is set, then send
     ``(changes, polls, seconds)`` where changes are ``(reply time, partition, fence)``."""
-    client = redis.Redis.from_url(redis_url)
+    client = connect_sync(Settings(redis_url=redis_url))
     last: dict[int, int] = {}
     changes: list[tuple[float, int, int]] = []
     polls, started = 0, time.time()
@@ -230,7 +229,7 @@ def sample(load: int, run: int, sends: list[tuple[int, int, float]], achieved: f
 # --------------------------------------------------------------------------- one run
 
 
-def fences_reach(client: redis.Redis, key: str, sends: list[tuple[int, int, float]]) -> bool:
+def fences_reach(client: SyncClient, key: str, sends: list[tuple[int, int, float]]) -> bool:
     want: dict[int, int] = {}
     for p, offset, _ in sends:
         want[p] = max(want.get(p, -1), offset)
@@ -239,7 +238,7 @@ def fences_reach(client: redis.Redis, key: str, sends: list[tuple[int, int, floa
 
 
 def run_latency(base: Settings, workdir: Path, stream: Scale, loads: list[int], seconds: float,
-                run: int, client: redis.Redis, seed: int) -> list[LatencySample]:
+                run: int, client: SyncClient, seed: int) -> list[LatencySample]:
     """One worker, caught up, then each load in turn (reversed on odd runs)."""
     settings = fresh_settings(replace(base, registry_path=stream.registry_path.resolve()),
                               "latency", workdir)
@@ -286,7 +285,7 @@ def scale_records(stream: Scale, load: int, seconds: float, seed: int) -> list[t
 
 
 def run_all(base: Settings, workdir: Path, stream: Scale, loads: list[int], seconds: float,
-            runs: int, client: redis.Redis, seed: int, deadline: float | None = None
+            runs: int, client: SyncClient, seed: int, deadline: float | None = None
             ) -> list[LatencySample]:
     """``runs`` latency runs (see :func:`run_latency`); none starts past ``deadline``."""
     samples: list[LatencySample] = []
@@ -337,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     loads = loads_of(args.loads)
     base = Settings.from_env(sales_partitions=args.partitions)
     workdir, _ = workspace()
-    client = redis.Redis.from_url(base.redis_url)
+    client = connect_sync(base)
     try:
         stream = prepare_scale(workdir, args.ikm, WARMUP_RECORDS, args.seed)
         samples = run_all(base, workdir, stream, loads, args.seconds, args.runs, client, args.seed)

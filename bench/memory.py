@@ -40,14 +40,12 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-import redis
-
 from bench import scale
 from bench.apply import place, run
 from bench.throughput import encode_stream, verify
 from consumers.reconcile import parse_key
 from rekap.names import Keys
-from rekap.redisconn import connect
+from rekap.redisconn import SyncClient, connect, connect_sync
 from rekap.registry import Registry
 from rekap.settings import Settings
 from streams.web import queries
@@ -70,7 +68,7 @@ def group_of(rest: str) -> str:
     return "other"
 
 
-def memory_by_group(client: redis.Redis, keys: Keys) -> tuple[dict[str, int], dict[str, list[str]]]:
+def memory_by_group(client: SyncClient, keys: Keys) -> tuple[dict[str, int], dict[str, list[str]]]:
     """(bytes, key names) per group, for every key under the prefix."""
     names: dict[str, list[str]] = defaultdict(list)
     for raw in client.scan_iter(match=keys.pattern(), count=1000):
@@ -86,7 +84,7 @@ def memory_by_group(client: redis.Redis, keys: Keys) -> tuple[dict[str, int], di
     return sizes, names
 
 
-def per_key(client: redis.Redis, keys: list[str], command: str) -> list[bytes | int]:
+def per_key(client: SyncClient, keys: list[str], command: str) -> list[bytes | int]:
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.execute_command(*command.split(), key)
@@ -121,7 +119,7 @@ def measure(ikm: int = 100_000, sales: int = 100_000, *, reads: int = 1000, batc
         values = scale.stream(registry, sales, seed=seed, prefix=f"m{seed}")
         records = place(encode_stream(values), own.topic_sales, partitions)
         keys = Keys(tag)
-        client = redis.Redis.from_url(own.redis_url)
+        client = connect_sync(own)
         try:
             t0 = time.perf_counter()
             asyncio.run(run(own, records, batch))

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import faust
-import redis.asyncio as aioredis
 
 from bench.faust_baseline import arguments, make_app, report, serve
 from rekap.names import Keys
+from rekap.redisconn import connect
 from rekap.registry import load_registry
 from rekap.settings import Settings
 
@@ -42,7 +42,7 @@ def build(settings: Settings, expect: int, result: Path) -> faust.App:
 
     @app.agent(topic, name="bench.naive", concurrency=1)
     async def naive(stream: Any) -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = connect(settings)
         try:
             async for value in stream:
                 event = value["event_id"]

@@ -79,12 +79,11 @@ from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
-import redis
-
 from bench import scale
 from consumers.reconcile import compare, snapshot
 from rekap.ledger import fold_sent
 from rekap.names import Keys
+from rekap.redisconn import SyncClient, connect_sync
 from rekap.registry import Registry
 from rekap.settings import Settings
 from rekap.topics import delete_topics, ensure_topics
@@ -192,7 +191,7 @@ def produce(settings: Settings, pairs: list[tuple[bytes, bytes]]) -> None:
 # --------------------------------------------------------------------------- truth
 
 
-def verify(client: redis.Redis, records: list[dict[str, Any]], registry: Registry,
+def verify(client: SyncClient, records: list[dict[str, Any]], registry: Registry,
            keys: Keys, roots: list[str]) -> dict[str, int]:
     """Raise :class:`BenchError` unless Redis holds exactly what the ledger model folds from
     the stream: every total, day bucket, leaderboard score and outcome count."""
@@ -204,7 +203,7 @@ def verify(client: redis.Redis, records: list[dict[str, Any]], registry: Registr
     return {k: v for k, v in stats.items() if v}
 
 
-def read_stats(client: redis.Redis, keys: Keys, roots: list[str]) -> dict[str, int]:
+def read_stats(client: SyncClient, keys: Keys, roots: list[str]) -> dict[str, int]:
     pipe = client.pipeline(transaction=False)
     for root in roots:
         pipe.hgetall(keys.stats(root))
@@ -400,7 +399,7 @@ def freeze(procs: list[subprocess.Popen[bytes]], sig: signal.Signals) -> None:
             os.killpg(proc.pid, sig)
 
 
-def run_rekap(settings: Settings, n: int, run: int, stream: Scale, client: redis.Redis,
+def run_rekap(settings: Settings, n: int, run: int, stream: Scale, client: SyncClient,
               workers: int = 1, profile: Path | None = None) -> Sample:
     """The real worker(s), applying to Redis; verified against the stream's sums.
 
@@ -472,7 +471,7 @@ def fresh_settings(base: Settings, contestant: str, workdir: Path) -> Settings:
                    runtime_dir=runtime)
 
 
-def cleanup(settings: Settings, client: redis.Redis, ok: bool) -> None:
+def cleanup(settings: Settings, client: SyncClient, ok: bool) -> None:
     """Delete a run's topics and keys; its runtime directory too, unless it failed (its logs
     are there)."""
     if ok:
@@ -489,7 +488,7 @@ def cleanup(settings: Settings, client: redis.Redis, ok: bool) -> None:
 
 
 def one(contestant: Contestant, base: Settings, workdir: Path, run: int, stream: Scale,
-        client: redis.Redis, profile: Path | None = None) -> Sample:
+        client: SyncClient, profile: Path | None = None) -> Sample:
     """One run of one contestant on fresh topics, group and prefix, all removed afterwards."""
     settings = fresh_settings(replace(base, registry_path=stream.registry_path.resolve()),
                               contestant.kind, workdir)
@@ -529,7 +528,7 @@ def lineup(kinds: list[str], ikm: int, workers: int = 1, scale_ikm: tuple[int, .
 
 
 def run_all(contestants: list[Contestant], base: Settings, scales: dict[int, Scale],
-            runs: int, workdir: Path, client: redis.Redis, profile: Path | None = None,
+            runs: int, workdir: Path, client: SyncClient, profile: Path | None = None,
             deadline: float | None = None) -> list[Sample]:
     """``runs`` rounds over ``contestants``, in reverse order every other round; prints each.
     Past ``deadline`` (monotonic) no new run starts: the samples so far are returned."""
@@ -648,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Settings.from_env(sales_partitions=args.partitions)
     workdir, stamp = workspace()
     out = args.out or REPO / ".rekap" / "bench" / f"throughput-{stamp}.json"
-    client = redis.Redis.from_url(base.redis_url)
+    client = connect_sync(base)
     try:
         scales = {args.ikm: prepare_scale(workdir, args.ikm, args.records, args.seed)}
         print(f"rekap throughput: {args.records} records, {args.ikm} IKM, {args.partitions} "

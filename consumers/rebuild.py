@@ -144,9 +144,8 @@ async def apply_all(settings: Settings, records: list[Any]) -> int:
 
 
 def rebuild(settings: Settings, *, apply: bool = False) -> RebuildResult:
-    from redis.exceptions import RedisError
 
-    from rekap.redisconn import connect_sync, unavailable
+    from rekap.redisconn import REDIS_ERRORS, connect_sync, unavailable
 
     members = active_members(settings)
     if members:
@@ -156,7 +155,7 @@ def rebuild(settings: Settings, *, apply: bool = False) -> RebuildResult:
     client = connect_sync(settings)
     try:
         removed, kept = wipe(client, settings)
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise unavailable(settings, exc, "wiping keys for a rebuild") from exc
     finally:
         client.close()

@@ -206,16 +206,15 @@ def reconcile(settings: Settings, registry: Registry, client: Any,
 
 def run(settings: Settings, timeout_s: float = 30.0) -> Report:
     """``rekap reconcile`` without the printing."""
-    from redis.exceptions import RedisError
 
-    from rekap.redisconn import connect_sync, unavailable
+    from rekap.redisconn import REDIS_ERRORS, connect_sync, unavailable
     from rekap.registry import load_registry
 
     registry = load_registry(settings.registry_path)
     client = connect_sync(settings)
     try:
         return reconcile(settings, registry, client, timeout_s)
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise unavailable(settings, exc, "reading totals to reconcile") from exc
     finally:
         client.close()

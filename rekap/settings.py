@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from rekap.errors import ConfigError
+from rekap.redisurl import RedisTarget, mask_redis_url, parse_redis_url
 
 PACKAGE_DATA = Path(__file__).parent / "data"
 DEFAULT_REGISTRY = PACKAGE_DATA / "lagawi-fest-2022.toml"
@@ -40,23 +40,15 @@ MAX_HEARTBEAT_INTERVAL_S = 3.0
 _SECRETS = ("booth_token", "channel_token")
 
 
-def _mask_url(url: str) -> str:
-    """Hide the password of a URL so settings can be logged."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
 @dataclass(frozen=True)
 class Settings:
     """Typed, frozen settings. Field ``x`` is read from ``REKAP_X``."""
 
     #: Kafka bootstrap servers, comma separated.
     kafka_bootstrap: str = "127.0.0.1:19092"
-    #: Redis URL; a password goes in the URL (``redis://:secret@host:port/0``).
+    #: Redis URL; a password goes in the URL (``redis://:secret@host:port/0``). Also
+    #: ``redis+cluster://h1:p1,h2:p2/0`` and ``redis+sentinel://s1:p1,s2:p2/<service>/<db>``
+    #: (rekap.redisurl).
     redis_url: str = field(default="redis://127.0.0.1:16379/0", repr=False)
     #: Every Redis key rekap writes starts with this prefix.
     redis_prefix: str = "rekap"
@@ -71,8 +63,13 @@ class Settings:
     topic_totals_event: str = "rekap.totals.event.v1"
     #: Partitions of the sales topic; the unit of parallelism of the worker.
     sales_partitions: int = 6
-    #: Replication factor of every topic rekap creates (1 on a single broker).
-    replication_factor: int = 1
+    #: Replication factor of every topic rekap creates; 0 = what the cluster can hold:
+    #: min(3, brokers), so 1 on a single broker and 3 on three or more (rekap.topics).
+    replication_factor: int = 0
+    #: ``min.insync.replicas`` of every topic rekap creates; 0 = 2 when the replication
+    #: factor is 3 or more, else 1. With the producers' acks=all, a write is acknowledged
+    #: only once this many replicas have it, so one broker may die without losing it.
+    min_insync_replicas: int = 0
 
     #: Faust application id, which is also the Kafka consumer group.
     app_id: str = "rekap"
@@ -157,11 +154,15 @@ class Settings:
 
     def check(self) -> None:
         """Reject settings that cannot work, naming the variable to fix."""
-        positive = ("sales_partitions", "replication_factor", "batch_max", "leaderboard_top_k",
-                    "max_body_bytes")
+        positive = ("sales_partitions", "batch_max", "leaderboard_top_k", "max_body_bytes")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"REKAP_{name.upper()} must be at least 1")
+        for name in ("replication_factor", "min_insync_replicas"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"REKAP_{name.upper()} must be 0 (auto) or a replica count")
+        if 0 < self.replication_factor < self.min_insync_replicas:
+            raise ConfigError("REKAP_MIN_INSYNC_REPLICAS cannot exceed REKAP_REPLICATION_FACTOR")
         if self.progress_check_s <= 0:
             raise ConfigError("REKAP_PROGRESS_CHECK_S must be a positive number of seconds")
         if self.totals_settle_s < 0:
@@ -178,8 +179,7 @@ class Settings:
                               "A-Z a-z 0-9 . _ - (and not '.' or '..'), unique per worker")
         if not self.redis_prefix or any(c in self.redis_prefix for c in "{} "):
             raise ConfigError("REKAP_REDIS_PREFIX must be non-empty, without braces or spaces")
-        if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:
-            raise ConfigError("REKAP_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        parse_redis_url(self.redis_url)
 
     @property
     def heartbeat_interval_s(self) -> float:
@@ -192,7 +192,12 @@ class Settings:
 
     @property
     def redis_url_masked(self) -> str:
-        return _mask_url(self.redis_url)
+        return mask_redis_url(self.redis_url)
+
+    @property
+    def redis_target(self) -> RedisTarget:
+        """``redis_url`` parsed: single node, Redis Cluster or Sentinel (rekap.redisurl)."""
+        return parse_redis_url(self.redis_url)
 
     def describe(self) -> dict[str, str]:
         """All settings as strings, secrets masked: safe to print or log."""

@@ -72,19 +72,42 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     with (unavailable("creating topics", settings),
           admin_client(settings, timeout_s=timeout_s) as admin):
         existing = set(admin.list_topics())
+        brokers = len(admin.describe_cluster()["brokers"])
+        replicas, min_isr = replication(settings, brokers)
         for spec in topic_specs(settings):
             if spec.name in existing:
                 continue
             try:
-                admin.create_topics([NewTopic(spec.name, spec.partitions,
-                                              settings.replication_factor,
-                                              topic_configs=spec.configs)])
+                admin.create_topics([NewTopic(
+                    spec.name, spec.partitions, replicas,
+                    topic_configs={**spec.configs, "min.insync.replicas": str(min_isr)})])
                 created.append(spec.name)
-                log.info("created topic %s (%d partitions)", spec.name, spec.partitions)
+                log.info("created topic %s (%d partitions, %d replicas, min.insync.replicas %d)",
+                         spec.name, spec.partitions, replicas, min_isr)
             except TopicAlreadyExistsError:
                 pass  # another process won the race; same specs, nothing to do
         _check_partitions(admin, settings)
     return created
+
+
+def replication(settings: Settings, brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) of the topics rekap creates on ``brokers``.
+
+    Auto (the settings' 0) is what the cluster can hold: three replicas of which two must
+    acknowledge a write, so any one broker may die without losing or refusing one; fewer
+    on a cluster of one or two brokers. Asking for more replicas than brokers fails here,
+    with the remedy, rather than as the broker's INVALID_REPLICATION_FACTOR.
+    """
+    replicas = settings.replication_factor or min(3, brokers)
+    if replicas > brokers:
+        raise ConfigError(
+            f"REKAP_REPLICATION_FACTOR={replicas} but the Kafka cluster at "
+            f"{settings.kafka_bootstrap} has {brokers} broker(s); set 0 (auto) or at most {brokers}")
+    min_isr = settings.min_insync_replicas or (2 if replicas >= 3 else 1)
+    if min_isr > replicas:
+        raise ConfigError(f"REKAP_MIN_INSYNC_REPLICAS={min_isr} exceeds the replication factor "
+                          f"{replicas}: no write could ever be acknowledged")
+    return replicas, min_isr
 
 
 def delete_topics(settings: Settings, timeout_s: float = 30.0) -> None:

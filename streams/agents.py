@@ -45,12 +45,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from redis.exceptions import RedisError
-
 from rekap.errors import KafkaUnavailable, RedisLostWrites, RedisUnavailable
 from rekap.names import Keys
 from rekap.records import ConsumedRecord
-from rekap.redisconn import unavailable
+from rekap.redisconn import REDIS_ERRORS, unavailable
 from rekap.registry import Registry, RegistrySource
 from rekap.settings import Settings
 from streams import consume, metrics
@@ -242,7 +240,7 @@ class Pipeline:
             try:
                 await self.applier.raise_versions(
                     [(ref.redis_key(self.keys), version) for ref, version in floors])
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise unavailable(self.settings, exc, "restoring totals versions") from exc
         self._restore_versions = False
 

@@ -41,7 +41,9 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         # Our agent is the only consumer of the group; no leader topic needed
         # (and the broker does not auto-create topics).
         topic_disable_leader=True,
-        topic_replication_factor=settings.replication_factor,
+        # rekap creates every topic itself, with its replication and configs (rekap.topics),
+        # before Faust starts; Faust would create a missing one with its own defaults.
+        topic_allow_declare=False,
         broker_commit_interval=COMMIT_INTERVAL_S,
         # Faust's 60 s session would leave a worker restarted after SIGKILL idle for a
         # minute, waiting for the broker to give up on the dead one (Settings explains).

@@ -37,14 +37,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal, cast
 
-import redis.asyncio as aioredis
-from redis.exceptions import DataError, RedisError, ResponseError
+from redis.exceptions import (
+    DataError,
+    RedisClusterException,
+    RedisClusterUnreachableError,
+    ResponseError,
+    SlotNotCoveredError,
+)
 
 from rekap.contract import Reason, Sale
 from rekap.errors import RedisLostWrites, RedisUnavailable
 from rekap.names import Keys
 from rekap.records import ConsumedRecord, PlannedRecord, internal_error
-from rekap.redisconn import unavailable
+from rekap.redisconn import REDIS_ERRORS, AsyncClient, unavailable
 from rekap.settings import Settings
 from streams.batch import BatchPlan, RootGroup, build_group
 from streams.script import NO_FENCES, decode_reply, fence_args, script_source, wire_args
@@ -126,15 +131,18 @@ OUTAGE_REPLIES: Final = ("OOM", "MISCONF", "BUSY", "LOADING", "MASTERDOWN", "NOR
                          "CLUSTERDOWN", "TRYAGAIN", "READONLY", "NOAUTH", "WRONGPASS", "NOPERM")
 
 
-def is_outage(exc: RedisError) -> bool:
+def is_outage(exc: Exception) -> bool:
     """Whether a Redis error is an outage (retry the batch) rather than this call's own fault.
 
-    Connection problems and the replies in :data:`OUTAGE_REPLIES` are outages.
-    Any other error reply (a script runtime error, WRONGTYPE) fails the same way
-    on every retry: the applier then looks for the record that causes it.
+    Connection problems, the replies in :data:`OUTAGE_REPLIES` and the cluster client's
+    "no node serves this slot now" (during a failover) are outages. Any other error reply
+    (a script runtime error, WRONGTYPE) fails the same way on every retry: the applier
+    then looks for the record that causes it.
     """
     if isinstance(exc, ResponseError):
         return str(exc).startswith(OUTAGE_REPLIES)
+    if isinstance(exc, RedisClusterException):
+        return isinstance(exc, SlotNotCoveredError | RedisClusterUnreachableError)
     return not isinstance(exc, DataError)
 
 
@@ -156,12 +164,11 @@ class CallFailed(Exception):
 class Applier:
     """Applies planned batches to Redis. One per process; safe to share between tasks."""
 
-    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+    def __init__(self, client: AsyncClient, settings: Settings) -> None:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.redis_prefix)
         self._script = client.register_script(script_source())
-        self._raise_version = client.register_script(RAISE_VERSION)
 
     async def apply(self, plan: BatchPlan, as_of: str | None = None,
                     expected: Fences | None = None) -> BatchResult:
@@ -189,9 +196,11 @@ class Applier:
 
     async def raise_versions(self, floors: Sequence[tuple[str, int]]) -> None:
         """Lift each totals hash's ``version`` to at least the given one (never lowers it)."""
+        # EVAL, not the cached script: on Redis Cluster a pipeline cannot reload a script
+        # that a promoted replica lacks (NOSCRIPT), and this runs only after lost writes.
         async with self.client.pipeline(transaction=False) as pipe:
             for key, version in floors:
-                await self._raise_version(keys=[key], args=[version], client=pipe)
+                pipe.eval(RAISE_VERSION, 1, key, version)
             await pipe.execute()
 
     async def call(self, group: RootGroup, as_of: str, fences: str) -> GroupResult:
@@ -206,7 +215,7 @@ class Applier:
             return decode_result(group, raw)
         except RedisLostWrites:
             raise
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             if is_outage(exc):
                 raise unavailable(self.settings, exc,
                                   f"applying a batch of tree {group.root}") from exc

@@ -40,13 +40,10 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from rekap.errors import KafkaUnavailable, LegacyLedger
 from rekap.names import Keys
 from rekap.records import UNROUTED, ConsumedRecord
-from rekap.redisconn import unavailable
+from rekap.redisconn import REDIS_ERRORS, AsyncClient, unavailable
 from rekap.registry import Registry
 from rekap.settings import Settings
 
@@ -102,7 +99,7 @@ class Progress:
         return sorted(self.floor)
 
 
-async def read_fences(client: aioredis.Redis, settings: Settings, roots: Iterable[str],
+async def read_fences(client: AsyncClient, settings: Settings, roots: Iterable[str],
                       partitions: Iterable[int]) -> dict[int, dict[str, int]]:
     """partition -> root -> fence (-1 when missing), one pipeline for every tree.
 
@@ -118,9 +115,12 @@ async def read_fences(client: aioredis.Redis, settings: Settings, roots: Iterabl
         async with client.pipeline(transaction=False) as pipe:
             for root in roots:
                 pipe.hmget(keys.fence(root, settings.topic_sales), [str(p) for p in parts])
-            pipe.exists(*(keys.legacy_sales(root) for root in roots or [UNROUTED]))
-            *replies, legacy = await pipe.execute()
-    except RedisError as exc:
+            # One EXISTS per tree: on Redis Cluster each tree is its own slot.
+            for root in roots or [UNROUTED]:
+                pipe.exists(keys.legacy_sales(root))
+            replies = await pipe.execute()
+        replies, legacy = replies[:len(roots)], any(replies[len(roots):])
+    except REDIS_ERRORS as exc:
         raise unavailable(settings, exc, "reading the offset fences") from exc
     if legacy:
         raise LegacyLedger(
@@ -134,21 +134,21 @@ async def read_fences(client: aioredis.Redis, settings: Settings, roots: Iterabl
     return out
 
 
-async def mark_recovering(client: aioredis.Redis, settings: Settings, partition: int,
+async def mark_recovering(client: AsyncClient, settings: Settings, partition: int,
                           start: int, stop: int) -> None:
     """Tell readers that ``partition`` is being replayed from ``start`` up to ``stop``."""
     doc = {"from": start, "to": stop, "since": time.time()}
     try:
         await client.hset(Keys(settings.redis_prefix).recovering(), str(partition),
                           json.dumps(doc))
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise unavailable(settings, exc, "marking a partition as recovering") from exc
 
 
-async def clear_recovering(client: aioredis.Redis, settings: Settings, partition: int) -> None:
+async def clear_recovering(client: AsyncClient, settings: Settings, partition: int) -> None:
     try:
         await client.hdel(Keys(settings.redis_prefix).recovering(), str(partition))
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise unavailable(settings, exc, "clearing the recovering mark") from exc
 
 

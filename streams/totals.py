@@ -88,11 +88,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from rekap.names import CHANNEL_FIELDS, CHANNELS, TOTAL_FIELDS, Keys, channel_field, totals_key
-from rekap.redisconn import unavailable
+from rekap.redisconn import REDIS_ERRORS, AsyncClient, unavailable
 from rekap.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -319,7 +317,7 @@ class Settler:
         self._forced.discard(slot)
 
 
-async def read_versions(client: aioredis.Redis, keys: Keys, refs: Sequence[TotalsRef],
+async def read_versions(client: AsyncClient, keys: Keys, refs: Sequence[TotalsRef],
                         settings: Settings) -> list[tuple[TotalsRef, int]]:
     """Each ref with its totals hash's ``version`` now (0 if the hash is gone), in one round
     trip."""
@@ -328,12 +326,12 @@ async def read_versions(client: aioredis.Redis, keys: Keys, refs: Sequence[Total
             for ref in refs:
                 pipe.hget(ref.redis_key(keys), "version")
             versions = await pipe.execute()
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise unavailable(settings, exc, "re-reading totals versions to settle") from exc
     return [(ref, int(v) if v is not None else 0) for ref, v in zip(refs, versions, strict=True)]
 
 
-async def read_totals(client: aioredis.Redis, keys: Keys, refs: Sequence[TotalsRef],
+async def read_totals(client: AsyncClient, keys: Keys, refs: Sequence[TotalsRef],
                       settings: Settings) -> list[tuple[TotalsRef, dict[str, str]]]:
     """Each ref with its totals hash as Redis holds it now (one pipeline round trip)."""
     try:
@@ -341,7 +339,7 @@ async def read_totals(client: aioredis.Redis, keys: Keys, refs: Sequence[TotalsR
             for ref in refs:
                 pipe.hgetall(ref.redis_key(keys))
             hashes = await pipe.execute()
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise unavailable(settings, exc, "re-reading totals to settle") from exc
     return [(ref, {k.decode(): v.decode() for k, v in h.items()})
             for ref, h in zip(refs, hashes, strict=True)]

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from rekap.redisconn import REDIS_ERRORS, SyncClient, connect_sync
 from rekap.settings import Settings
 from rekap.topics import delete_topics, ensure_topics
 from tests.support.procs import free_port
@@ -64,11 +65,13 @@ def base_settings(pytestconfig: pytest.Config) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def redis_session(base_settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(base_settings.redis_url)
+def redis_session(base_settings: Settings) -> Iterator[SyncClient]:
+    """The test Redis, in any of the three modes (``--redis-url redis+cluster://...`` runs
+    the suite on Redis Cluster, ``redis+sentinel://...`` behind Sentinel)."""
+    client = connect_sync(base_settings)
     try:
         client.ping()
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         pytest.fail(f"no Redis at {base_settings.redis_url_masked}: {exc}. "
                     "Start the stack: deploy/local/stack up (or make test).", pytrace=False)
     yield client

@@ -1,3 +1,7 @@
+#!lua
+-- The shebang (Redis 7) makes Redis Cluster refuse a key outside the slot of the declared
+-- KEYS even when that key lives on the same node (without it such a write passes, and the
+-- next resharding strands it): every key of the script must be in its tree's one slot.
 -- apply_batch.lua: apply one batch of one event tree, atomically.
 --
 -- KEYS and ARGV are laid out by streams/script.py (see its docstring), which

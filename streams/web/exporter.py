@@ -41,10 +41,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from redis.exceptions import RedisError
 
 from rekap.names import CHANNELS, Keys
-from rekap.redisconn import connect_sync
+from rekap.redisconn import REDIS_ERRORS, connect_sync
 from rekap.registry import RegistrySource
 from rekap.settings import Settings
 from streams.web import queries
@@ -80,7 +79,7 @@ class LeaderboardCollector(Collector):
         try:
             view = queries.run_sync(self._client, queries.exporter_view(
                 reader, self._settings.leaderboard_top_k, DAYS_EXPORTED))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("exporter cannot read Redis at %s: %s", self._settings.redis_url_masked, exc)
             up.add_metric([], 0)
             yield up

@@ -17,9 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
+from rekap.redisconn import REDIS_ERRORS, AsyncClient
 from streams import metrics
 from streams.web import queries
 
@@ -47,7 +45,7 @@ def _moved_on(feed: _Feed, seen: int) -> bool:
 class SnapshotHub:
     """Fans out snapshots of events to subscribers, polling Redis once per event."""
 
-    def __init__(self, client: Callable[[], aioredis.Redis],
+    def __init__(self, client: Callable[[], AsyncClient],
                  reader: Callable[[], queries.Reader], interval_s: float = POLL_INTERVAL_S) -> None:
         self._client = client
         self._reader = reader
@@ -96,7 +94,7 @@ class SnapshotHub:
                         feed.snapshot = snap
                         feed.seq += 1
                         feed.changed.notify_all()
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 metrics.REDIS_ERRORS.labels(operation="read").inc()
                 log.warning("venue feed of %s cannot read Redis: %s", event_id, exc)
                 await asyncio.sleep(1.0)

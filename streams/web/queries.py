@@ -11,6 +11,11 @@ finally returns the result. :func:`run` drives it on an asyncio client and
 watch``), so the read logic and the parsing are the same everywhere and the
 parsing is testable without I/O. A query costs one or two round trips.
 
+Pipelines are not transactions: each reply is one key read atomically, and a step
+that reads several keys may see a batch applied between two of them (the next poll
+shows the rest). That is also what makes every query work on Redis Cluster, where a
+step spanning event trees spans slots and nodes: redis-py sends each node its share.
+
 Money stays integer rupiah. A share of an event total is given in basis points
 (``share_bp``, 1/100 of a percent, rounded half up) and as a decimal string
 (``share``, ``"0.4123"``) computed from integers.
@@ -24,12 +29,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-import redis
-import redis.asyncio as aioredis
-
 from rekap.days import zone
 from rekap.money import format_idr, format_idr_short
 from rekap.names import CHANNEL_FIELDS, CHANNELS, DAY_FIELDS, TOTAL_FIELDS, Keys
+from rekap.redisconn import AsyncClient, SyncClient
 from rekap.registry import Event, Registry
 
 T = TypeVar("T")
@@ -77,7 +80,7 @@ class Reader:
 
 # ------------------------------------------------------------------ drivers --
 
-async def run(client: aioredis.Redis, query: Query[T]) -> T:
+async def run(client: AsyncClient, query: Query[T]) -> T:
     """Run a query on an asyncio Redis client (one pipeline round trip per step)."""
     try:
         step = next(query)
@@ -90,7 +93,7 @@ async def run(client: aioredis.Redis, query: Query[T]) -> T:
         return stop.value
 
 
-def run_sync(client: redis.Redis, query: Query[T]) -> T:
+def run_sync(client: SyncClient, query: Query[T]) -> T:
     """Run a query on a blocking Redis client."""
     try:
         step = next(query)

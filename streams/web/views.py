@@ -18,12 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from rekap.names import Keys
-from rekap.redisconn import connect
+from rekap.redisconn import REDIS_ERRORS, AsyncClient, connect
 from rekap.registry import RegistrySource
 from rekap.settings import Settings
 from streams import metrics
@@ -52,13 +50,13 @@ class WebApi:
         self.settings = settings
         self.source = source or RegistrySource(settings.registry_path)
         self.keys = Keys(settings.redis_prefix)
-        self._clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
+        self._clients: dict[asyncio.AbstractEventLoop, AsyncClient] = {}
         self.hub = SnapshotHub(self.client, self.reader)
         self._openapi = OPENAPI_PATH.read_bytes()
         self._page = (STATIC / "venue.html").read_text(encoding="utf-8")
 
     # -- shared ------------------------------------------------------------
-    def client(self) -> aioredis.Redis:
+    def client(self) -> AsyncClient:
         """The Redis client of the running loop (a client must not cross loops)."""
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
@@ -80,7 +78,7 @@ class WebApi:
             result = await queries.run(self.client(), query(self.reader()))
         except queries.NotFound as exc:
             return _error(404, "not_found", str(exc))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             metrics.REDIS_ERRORS.labels(operation="read").inc()
             log.warning("read API cannot read Redis: %s", exc)
             return _error(503, "unavailable", "the totals store (Redis) cannot be read; retry shortly")

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rekap.names import Keys
-from rekap.redisconn import connect_sync, unavailable
+from rekap.redisconn import REDIS_ERRORS, connect_sync, unavailable
 from rekap.registry import RegistrySource
 from rekap.settings import Settings
 from streams.web import queries
@@ -63,7 +63,6 @@ def render(snap: dict[str, Any], now: str = "") -> Group:
 def watch(settings: Settings, event_id: str, *, once: bool = False, limit: int = 10,
           console: Console | None = None) -> int:
     """Print one frame (``once``) or refresh the view every second until Ctrl-C."""
-    import redis
 
     console = console or Console()
     source = RegistrySource(settings.registry_path)
@@ -74,7 +73,7 @@ def watch(settings: Settings, event_id: str, *, once: bool = False, limit: int =
         reader = queries.Reader(keys, source.current())
         try:
             snap = queries.run_sync(client, queries.snapshot(reader, event_id, limit=limit))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise unavailable(settings, exc, "reading the leaderboard") from exc
         return render(snap, time.strftime("%H.%M.%S"))
 
