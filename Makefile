@@ -19,6 +19,9 @@ BENCH_ARGS ?=
 # run, each scenario's worker and simulator logs.
 FAULTS_REPORT ?= .rekap/faults-report.json
 FAULTS_DIR ?= .rekap/faults
+# Where `make scale` keeps its scenario summary (JSON) and, until its next run, their logs.
+SCALE_REPORT ?= .rekap/scale-report.json
+SCALE_DIR ?= .rekap/scale
 # Debian packages the stack and the tests use, as command:package. Redis, Prometheus
 # (+ promtool), Chromium for the venue page test, docker-compose to validate
 # docker-compose.yml. Checked by command, not dpkg: a removed package keeps a dpkg record.
@@ -26,7 +29,7 @@ APT_NEEDS := redis-server:redis-server redis-cli:redis-tools prometheus:promethe
 	promtool:prometheus chromium:chromium docker-compose:docker-compose
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup setup-system demo test faults lint bench stack-up stack-down stack-status stack-fetch stack-install
+.PHONY: help setup setup-system demo test faults scale lint bench stack-up stack-down stack-status stack-fetch stack-install
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -66,6 +69,25 @@ faults: setup ## fault suite, long: ~112k records per scenario, SIGKILL worker/R
 	@mkdir -p $(FAULTS_DIR)
 	REKAP_FAULTS_REPORT=$(FAULTS_REPORT) timeout -k 60 -s INT 1200 \
 	  $(PY) -m pytest tests/faults --faults-long -p no:cacheprovider --basetemp=$(FAULTS_DIR) $(PYTEST_ARGS)
+
+# Past one machine, each step on private stacks of its own (the shared one is only used, and
+# started if needed, by the benchmark): the topologies of deploy/local/stack; the scale-out
+# scenarios at full size (Redis Cluster and Sentinel failovers, one of three brokers
+# SIGKILLed under ingest, three workers); the worker/API/venue/reconcile/rebuild tests on
+# Redis Cluster with three brokers and behind Sentinel; the scale-out benchmark. Each step
+# is bounded by `timeout`; SIGINT lets pytest stop and purge what it started.
+scale: setup ## scale-out: topologies, failover scenarios, the suite on Cluster/Sentinel, benchmark (<= 60 min)
+	@mkdir -p $(SCALE_DIR)
+	REKAP_SCALE_FULL=1 REKAP_SCALE_REPORT=$(SCALE_REPORT) timeout -k 60 -s INT 1800 \
+	  $(PY) -m pytest tests/scale tests/deploy/test_topologies.py -p no:cacheprovider \
+	  --basetemp=$(SCALE_DIR)/scenarios $(PYTEST_ARGS)
+	timeout -k 60 -s INT 900 $(PY) -m tests.scale.suite_on cluster --kafka-brokers 3 -q
+	timeout -k 60 -s INT 900 $(PY) -m tests.scale.suite_on sentinel -q
+	@was_up=0; $(STACK) status >/dev/null 2>&1 && was_up=1; \
+	[ $$was_up = 1 ] || $(STACK) up; \
+	status=0; timeout -k 60 -s INT 1200 $(PY) -m bench.scaleout || status=$$?; \
+	[ $$was_up = 1 ] || $(STACK) down; \
+	exit $$status
 
 lint: $(VENV)/.installed ## ruff (style, complexity), mypy, import directions (pyproject.toml)
 	$(VENV)/bin/ruff check .

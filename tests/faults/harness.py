@@ -81,6 +81,7 @@ differs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -99,12 +100,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import httpx
 import redis
 
 from consumers.reconcile import format_report
 from consumers.reconcile import run as reconcile
+from producers.tokens import issue_demo_tokens
 from rekap.names import TOTAL_FIELDS, Keys
 from rekap.records import UNROUTED
+from rekap.redisconn import connect_sync, is_cluster
 from rekap.registry import Registry, load_registry
 from rekap.settings import Settings
 from rekap.topics import delete_topics, ensure_topics
@@ -168,20 +172,51 @@ class FaultError(AssertionError):
 
 @dataclass
 class PrivateStack:
-    """``deploy/local/stack`` with its own runtime dir and ports: the scenarios' Kafka and Redis."""
+    """``deploy/local/stack`` with its own runtime dir and ports: the scenarios' Kafka and Redis.
+
+    ``redis_mode`` (``single``, ``cluster``, ``sentinel``) and ``kafka_brokers`` (1 or 3)
+    choose the topology; the stack derives every node's port from the two base ports.
+    """
 
     runtime: Path
     kafka_port: int
     controller_port: int
     redis_port: int
+    redis_mode: str = "single"
+    kafka_brokers: int = 1
+
+    @property
+    def kafka_ports(self) -> list[int]:
+        return [self.kafka_port + 10 * k for k in range(self.kafka_brokers)]
+
+    @property
+    def redis_ports(self) -> list[int]:
+        """The data nodes' ports: one, six cluster nodes, or a primary and two replicas."""
+        n = {"single": 1, "cluster": 6, "sentinel": 3}[self.redis_mode]
+        return [self.redis_port + i for i in range(n)]
+
+    @property
+    def sentinel_ports(self) -> list[int]:
+        return [self.redis_port + 10 + i for i in range(3)] if self.redis_mode == "sentinel" else []
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return ",".join(f"127.0.0.1:{p}" for p in self.kafka_ports)
 
     @property
     def redis_url(self) -> str:
+        if self.redis_mode == "cluster":
+            return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.redis_ports) + "/0"
+        if self.redis_mode == "sentinel":
+            return ("redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+                    + "/rekap/0")
         return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def topology_args(self) -> list[str]:
+        args = {"single": [], "cluster": ["--redis-cluster"],
+                "sentinel": ["--redis-sentinel"]}[self.redis_mode]
+        return [*args, "--kafka-brokers", str(self.kafka_brokers)] if self.kafka_brokers > 1 else args
 
     @property
     def env(self) -> dict[str, str]:
@@ -201,7 +236,7 @@ class PrivateStack:
 
     def up(self) -> None:
         """Start whatever of Kafka and Redis is not running, and wait until both are healthy."""
-        self.run("up")
+        self.run("up", *self.topology_args)
 
     def down(self) -> None:
         """Stop both and delete their data, configs and logs."""
@@ -212,7 +247,8 @@ class PrivateStack:
                               timeout=60, check=False).returncode == 0
 
     def pid(self, service: str) -> int | None:
-        """The live pid of this stack's ``kafka`` or ``redis``, vouched for as the stack does.
+        """The live pid of this stack's service (``kafka``, ``redis``, ``kafka-2``, ``redis-<port>``,
+        ``sentinel-<port>``), vouched for as the stack does.
 
         The pid file must name a running process whose command line carries this runtime
         dir's config path, so a stale pid file can never make us signal a stranger.
@@ -334,10 +370,10 @@ class Sample:
 class Poller:
     """Reads Redis every :data:`POLL_S` seconds in a thread and keeps every :class:`Sample`."""
 
-    def __init__(self, url: str, keys: Keys, want_hashes: Hashes, want_boards: Hashes,
+    def __init__(self, settings: Settings, keys: Keys, want_hashes: Hashes, want_boards: Hashes,
                  programme_key: str) -> None:
         # Short timeouts: a killed Redis must show up as a failed read, not a hung poller.
-        self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
+        self._client = connect_sync(settings, socket_timeout=2, socket_connect_timeout=1)
         self._keys = keys
         self._want_hashes = want_hashes
         self._want_boards = want_boards
@@ -380,7 +416,8 @@ class Poller:
         hash_keys = list(self._want_hashes)
         board_keys = list(self._want_boards)
         try:
-            pipe = self._client.pipeline(transaction=True)
+            # One snapshot where Redis can give one; Redis Cluster cannot across trees (slots).
+            pipe = self._client.pipeline(transaction=not is_cluster(self._client))
             pipe.hgetall(self._keys.stats(ROOT))
             pipe.hgetall(self._keys.stats(UNROUTED))
             for key in hash_keys:
@@ -519,8 +556,13 @@ class Scenario:
     """
 
     def __init__(self, name: str, stack: PrivateStack, size: Size, seed: int, workdir: Path,
-                 rows: list[Row], *, rate: float | None = None) -> None:
+                 rows: list[Row], *, rate: float | None = None, via: str = "kafka") -> None:
         self.name, self.stack, self.size, self.seed = name, stack, size, seed
+        #: ``kafka``: the simulator produces straight to the sales topic. ``ingest``: it posts
+        #: to an ingest process and retries until each record is answered 202; a retry after
+        #: an unanswered produce may put a record on the topic twice, which the worker must
+        #: count once. Ingest refuses bad records itself, so the stream holds none.
+        self.via = via
         #: Records per second the simulator sends.
         self.rate = rate or size.rate
         self.workdir, self.rows = workdir, rows
@@ -533,6 +575,11 @@ class Scenario:
             exporter_port=free_port(), runtime_dir=workdir / "runtime")
         self.keys = Keys(sid)
         self.registry = load_registry(self.settings.registry_path)
+        self._secrets: Path | None = None
+        if via == "ingest":
+            hashes, self._secrets = issue_demo_tokens(self.registry, workdir / "tokens")
+            self.settings = dataclasses.replace(self.settings, booth_tokens_path=hashes)
+        self.ingest: Child | None = None
         #: Seeded: where the faults land and how long a service stays down.
         self.rng = random.Random(seed)
         self.workers: dict[str, WorkerProcess] = {}
@@ -545,10 +592,11 @@ class Scenario:
         self.faults: list[tuple[float, str]] = []
         self.poller: Poller | None = None
         self.sim: Child | None = None
+        self._accepted_on_topic: int | None = None
         self.problems: list[str] = []
         self.passed = False
         self._ports = {"a": self.settings.worker_port}
-        self._client = redis.Redis.from_url(stack.redis_url, socket_timeout=30)
+        self._client = connect_sync(self.settings, socket_timeout=30)
         self._started = time.monotonic()
         self._truth_path = workdir / "truth.json"
         self._on_topic: int | None = None
@@ -574,6 +622,8 @@ class Scenario:
     def _stop_processes(self) -> None:
         if self.sim is not None:
             self.sim.stop(15)
+        if self.ingest is not None:
+            self.ingest.stop(15)
         for w in self.workers.values():
             w.stop()
         if self.poller is not None:
@@ -616,8 +666,12 @@ class Scenario:
         cmd = [sys.executable, "-m", "rekap.cli", "simulate", "--via", "kafka", "--no-progress",
                "--seed", str(self.seed), "--scale", str(self.size.scale),
                "--resend-rate", str(RESEND_RATE), "--refund-rate", str(REFUND_RATE),
-               "--bad-rate", str(BAD_RATE), "--rate", str(self.rate),
+               "--bad-rate", str(0 if self.via == "ingest" else BAD_RATE), "--rate", str(self.rate),
                "--truth", str(self._truth_path)]
+        if self.via == "ingest":
+            url = self.start_ingest()
+            cmd[cmd.index("kafka")] = "ingest"
+            cmd += ["--url", url, "--tokens", str(self._secrets)]
         self.sim = Child(cmd, log_path=self.workdir / "simulate.log", env=settings_env(self.settings),
                          name="simulator")
         try:  # the ground truth is written before the first record is sent
@@ -627,14 +681,45 @@ class Scenario:
         self.truth = json.loads(self._truth_path.read_text())
         want_h, want_b = expected_state(self.truth, self.registry, self.keys)
         event_level = {k: v for k, v in want_h.items() if ":ikm:" not in k}
-        self.poller = Poller(self.stack.redis_url, self.keys, event_level, want_b,
+        self.poller = Poller(self.settings, self.keys, event_level, want_b,
                              self.keys.event_totals(ROOT, ROOT))
         self.poller.start()
 
+    def start_ingest(self) -> str:
+        """Start ``rekap ingest`` on this scenario's settings; return its URL once healthy."""
+        url = f"http://{self.settings.host}:{self.settings.ingest_port}"
+        self.ingest = Child([sys.executable, "-m", "rekap.cli", "ingest"],
+                            log_path=self.workdir / "ingest.log", env=settings_env(self.settings),
+                            name="ingest")
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            self.ingest.wait_ready(healthy, 60, "/healthz answered", 0.2)
+        except (RuntimeError, TimeoutError) as exc:
+            raise FaultError(f"ingest did not start: {exc}\n{self.ingest.log_tail(30)}") from exc
+        return url
+
     @property
     def expected_records(self) -> int:
-        """Every record the run puts on the sales topic: the simulator's and the poison."""
+        """Every record the run puts on the sales topic: the simulator's and the poison.
+
+        Through ingest, the topic's own count once the simulator is done: a record whose
+        202 was lost to a broker fault is sent again and may be on the topic twice.
+        """
+        if self._accepted_on_topic is not None:
+            return self._accepted_on_topic
         return int(self.truth["records"]["sent"]) + len(self.poison)
+
+    def pause_s(self) -> float:
+        """The longest time, after the first fault, in which Redis showed no progress while
+        records were pending (:func:`stale_window`): how long the pipeline stalled."""
+        assert self.poller is not None and self.faults, "start_stream() and a fault first"
+        return stale_window(self.poller.samples(), self.faults[0][0], self.expected_records)[0]
 
     def mark_fault(self, label: str) -> None:
         self.faults.append((time.monotonic(), label))
@@ -714,6 +799,8 @@ class Scenario:
             time.sleep(POLL_S)
         self._stream_end = time.monotonic()
         self.check_processes()
+        if self.via == "ingest":
+            self._accepted_on_topic = topic_records(self.settings, self.settings.topic_sales)
         drained = self._drain()
         time.sleep(1.0)  # a few more samples: converged must hold, not flicker
         self.poller.stop()
@@ -763,7 +850,7 @@ class Scenario:
         except Exception as exc:
             p.append(f"cannot read the sales topic's end offsets: {exc!r}")
             return
-        if on_topic != self.expected_records:
+        if on_topic != self.expected_records and self.via == "kafka":
             p.append(f"the sales topic holds {on_topic} records, {self.expected_records} were sent")
 
         want_h, want_b = expected_state(self.truth, self.registry, self.keys)
@@ -788,7 +875,8 @@ class Scenario:
         if counted(self._client, self.keys) != on_topic:
             p.append(f"records {on_topic} != applied {applied} + duplicates {dupes} + "
                      f"rejected {total_rejected}")
-        if (applied, dupes) != (rec["applied"], rec["duplicates"]):
+        resent = on_topic - int(rec["sent"]) if self.via == "ingest" else 0
+        if (applied, dupes) != (rec["applied"], rec["duplicates"] + resent):
             p.append(f"applied/duplicates {applied}/{dupes}, truth {rec['applied']}/{rec['duplicates']}")
         if total_rejected != rec["rejected_total"] + len(self.poison):
             p.append(f"rejected {total_rejected}, truth {rec['rejected_total']} + "
