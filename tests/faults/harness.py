@@ -715,6 +715,10 @@ class Scenario:
             return self._accepted_on_topic
         return int(self.truth["records"]["sent"]) + len(self.poison)
 
+    def counted(self) -> int:
+        """Records the worker(s) have taken in so far (applied, duplicates, rejected)."""
+        return counted(self._client, self.keys)
+
     def pause_s(self) -> float:
         """The longest time, after the first fault, in which Redis showed no progress while
         records were pending (:func:`stale_window`): how long the pipeline stalled."""

@@ -13,7 +13,8 @@ import dataclasses
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -70,6 +71,15 @@ def slot_owner(stack: PrivateStack, slot: int, dead: int | None = None) -> int |
     return None
 
 
+def replicas_of(stack: PrivateStack, primary: int) -> list[int]:
+    """Ports of the replicas of the primary on ``primary``, from its CLUSTER NODES."""
+    with _node(primary) as node:
+        text = node.execute_command("CLUSTER", "NODES")
+    lines = [line.split() for line in (text.decode() if isinstance(text, bytes) else str(text)).splitlines()]
+    (me,) = [f[0] for f in lines if "myself" in f[2]]
+    return [int(f[1].split(":")[1].split("@")[0]) for f in lines if f[3] == me]
+
+
 def sentinel_primary(stack: PrivateStack) -> int | None:
     """The primary's port as a majority of the sentinels name it (None while they disagree)."""
     votes: Counter[int] = Counter()
@@ -92,6 +102,41 @@ def has_script(port: int) -> bool:
     sha = hashlib.sha1(script_source().encode(), usedforsecurity=False).hexdigest()
     with _node(port) as node:
         return bool(node.script_exists(sha)[0])
+
+
+@contextmanager
+def cut_off(replicas: list[int]) -> Iterator[None]:
+    """Replicas that stop receiving their primary's writes until the block ends: their
+    link is killed and a wrong password keeps it down (a SIGSTOP would not do: the kernel
+    goes on buffering the replication stream for the stopped process)."""
+    saved = {}
+    try:
+        for port in replicas:
+            with _node(port) as node:
+                saved[port] = node.config_get("masterauth").get("masterauth", "")
+                node.config_set("masterauth", "not-the-password")
+                node.client_kill_filter(_type="master")
+        for port in replicas:
+            with _node(port) as node:
+                wait_for(f"redis-{port}'s link down", lambda node=node: node.info("replication")
+                         .get("master_link_status") == "down", timeout_s=10)
+        yield
+    finally:
+        for port, auth in saved.items():
+            with _node(port) as node:
+                node.config_set("masterauth", auth)
+
+
+def acknowledged_by_primary_alone(sc: Scenario, records: int = 100) -> None:
+    """Wait until the worker has applied ``records`` more (the primary acknowledged them)."""
+    before = sc.counted()
+    wait_for(f"{records} records acknowledged by the primary alone",
+             lambda: sc.counted() >= before + records, timeout_s=60)
+
+
+def healed(sc: Scenario) -> bool:
+    """Whether a worker noticed that Redis lost acknowledged writes and re-applied them."""
+    return any("Redis holds the ledger only below offset" in w.log_text() for _, w in sc.history)
 
 
 def forget_scripts(port: int) -> None:
@@ -177,6 +222,32 @@ def test_every_cluster_node_must_refuse_eviction(cluster_stack: PrivateStack) ->
 
 
 @pytest.mark.scale_default
+def test_acknowledged_writes_lost_in_a_cluster_failover_heal(
+        cluster_stack: PrivateStack, scale_size: Size, scale_rows: list[Row], tmp_path: Path) -> None:
+    """Replication is asynchronous: cut the programme's replica off its primary while the
+    primary acknowledges batches, SIGKILL the primary, let the replica be promoted without
+    those writes. The worker must notice its fences fell back and re-apply from the ledger."""
+    with Scenario("Redis Cluster: failover loses acked writes", cluster_stack, scale_size, 203,
+                  tmp_path, scale_rows) as sc:
+        sc.start_worker()
+        sc.start_stream()
+        sc.wait_progress(sc.rng.uniform(0.3, 0.5))
+        slot = key_slot(sc.keys.stats(ROOT).encode())
+        primary = slot_owner(cluster_stack, slot)
+        assert primary is not None, f"no primary serves slot {slot}"
+        (replica,) = replicas_of(cluster_stack, primary)
+        with cut_off([replica]):
+            sc.mark_fault(f"redis-{replica} cut off its primary")
+            acknowledged_by_primary_alone(sc)
+            sc.kill_service(f"redis-{primary}")
+        wait_for(f"redis-{replica} promoted for slot {slot}",
+                 lambda: slot_owner(cluster_stack, slot, dead=primary) == replica)
+        sc.mark_fault(f"redis-{replica} promoted")
+        cluster_stack.up()
+        sc.finish()
+        assert healed(sc), "no acknowledged write was lost: the scenario tested nothing"
+
+
 def test_programme_exact_on_redis_cluster_with_a_primary_sigkilled(
         cluster_stack: PrivateStack, scale_size: Size, scale_rows: list[Row], tmp_path: Path) -> None:
     """SIGKILL the primary that holds the programme's tree mid-stream: its replica is promoted,
@@ -215,22 +286,31 @@ def test_programme_exact_on_redis_cluster(cluster_stack: PrivateStack, scale_siz
 @pytest.mark.scale_default
 def test_programme_exact_through_a_sentinel_failover(
         sentinel_stack: PrivateStack, scale_size: Size, scale_rows: list[Row], tmp_path: Path) -> None:
-    """SIGKILL the Sentinel-managed primary mid-stream: the sentinels promote a replica and the
-    worker follows; the old primary, restarted, is demoted to a replica."""
-    with Scenario("Sentinel: primary SIGKILL", sentinel_stack, scale_size, 301, tmp_path,
-                  scale_rows) as sc:
+    """Cut both replicas off the Sentinel-managed primary, then SIGKILL it: the sentinels
+    promote a replica and the worker follows. The stack's ``min-replicas-to-write 1`` makes
+    the cut-off primary refuse writes (NOREPLICAS, retried by the worker) rather than
+    acknowledge batches its replicas never get. The promoted node has no script cached;
+    the old primary, restarted, is demoted to a replica."""
+    with Scenario("Sentinel: failover, replicas cut off", sentinel_stack, scale_size, 301,
+                  tmp_path, scale_rows) as sc:
         sc.start_worker()
         sc.start_stream()
-        sc.wait_progress(sc.rng.uniform(0.3, 0.6))
+        sc.wait_progress(sc.rng.uniform(0.3, 0.5))
         primary = sentinel_primary(sentinel_stack)
         assert primary is not None, "the sentinels name no primary"
-        sc.kill_service(f"redis-{primary}")
+        replicas = [p for p in sentinel_stack.redis_ports if p != primary]
+        with cut_off(replicas):
+            sc.mark_fault("both replicas cut off the primary")
+            time.sleep(2)  # the worker's batches meet NOREPLICAS meanwhile
+            sc.kill_service(f"redis-{primary}")
         promoted = wait_for("the sentinels' failover",
                             lambda: (p := sentinel_primary(sentinel_stack)) != primary and p)
         sc.mark_fault(f"redis-{promoted} promoted")
         forget_scripts(promoted)
         sentinel_stack.up()
         sc.finish()
+        logs = "".join(w.log_text() for _, w in sc.history)
+        assert "NOREPLICAS" in logs, "the cut-off primary went on acknowledging writes"
         assert has_script(promoted), "the worker never loaded the script on the promoted node"
 
 
