@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import kafka_socket_filters
+from tests.support.procs import port_open, processes_mentioning
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = REPO / "deploy" / "local" / "stack"
@@ -35,27 +36,6 @@ REDIS_PASSWORD = "stack-test-pass"  # a throwaway password for a private Redis
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(600),
               *(pytest.mark.filterwarnings(f) for f in kafka_socket_filters(BOOTSTRAP))]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def processes_mentioning(text: str) -> dict[int, str]:
-    """Every process (but this one) whose command line contains ``text``."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue  # exited while we looked
-        if text in cmdline:
-            found[int(entry.name)] = cmdline
-    return found
 
 
 def stack_processes(runtime: Path) -> dict[int, str]:

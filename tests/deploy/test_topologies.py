@@ -19,7 +19,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import NamedTuple, TypeVar
 import pytest
 
 from tests.conftest import kafka_socket_filters
+from tests.support.procs import alive, free_range, port_open, processes_mentioning
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = REPO / "deploy" / "local" / "stack"
@@ -37,27 +37,12 @@ REDIS_PASSWORD = "topology-test-pass"  # a throwaway password for private Redis 
 SPAN = 30  # every port of every topology lies in [BASE, BASE + SPAN)
 
 
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return not port_open(port)
-
-
 def pick_base() -> int:
     """A base port whose whole span is free: random, so parallel runs rarely collide."""
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(30000, 32000 - SPAN, SPAN)
-        if all(port_free(p) for p in range(base, base + SPAN)):
+        if free_range(base, SPAN):
             return base
     raise RuntimeError("no free span of 30 ports in 30000-31999")
 
@@ -73,30 +58,6 @@ BOOTSTRAP3 = ",".join(f"127.0.0.1:{p}" for p in KAFKA_PORTS)
 
 pytestmark = [pytest.mark.stack, pytest.mark.scale, pytest.mark.timeout(300),
               *(pytest.mark.filterwarnings(f) for f in kafka_socket_filters(BOOTSTRAP3))]
-
-
-def alive(pid: int) -> bool:
-    """Running and not a zombie (a killed node waits to be reaped by whoever adopted it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def processes_mentioning(text: str) -> dict[int, str]:
-    """Every live process (but this one) whose command line contains ``text``."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue  # exited while we looked
-        if text in cmdline and alive(int(entry.name)):
-            found[int(entry.name)] = cmdline
-    return found
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.25) -> T:

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import kafka_socket_filters
-from tests.faults.harness import LONG, SHORT, PrivateStack, Row, Size, format_table, write_report
+from tests.faults.harness import LONG, SHORT, PrivateStack, Row, Size, collect_rows, format_table
 
 
 @dataclass(frozen=True)
@@ -96,12 +96,8 @@ def fault_size(pytestconfig: pytest.Config) -> Size:
 def fault_rows(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory,
                fault_size: Size) -> Iterator[list[Row]]:
     """Every scenario's summary row; written as JSON when the session ends."""
-    rows: list[Row] = []
-    path = Path(os.environ.get("REKAP_FAULTS_REPORT")
-                or tmp_path_factory.getbasetemp() / "faults-report.json")
-    pytestconfig.stash[REPORT_KEY] = (rows, path)
-    yield rows
-    write_report(path, rows, fault_size)
+    yield from collect_rows(pytestconfig, tmp_path_factory, fault_size, REPORT_KEY,
+                            "REKAP_FAULTS_REPORT", "faults-report.json")
 
 
 @pytest.fixture(scope="session")

@@ -94,7 +94,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -117,7 +117,7 @@ from tests.streams.test_worker import counted, replays
 from tests.streams.truth import IGNORED, redis_totals, stats
 from tests.support.env import clean_env, settings_env
 from tests.support.kafka import read_all
-from tests.support.procs import Child, free_port
+from tests.support.procs import Child, alive, free_port
 from tests.support.worker import WorkerProcess, start_worker
 
 STACK = REPO / "deploy" / "local" / "stack"
@@ -259,7 +259,7 @@ class PrivateStack:
         except (OSError, ValueError):
             return None
         signature = str(self.runtime / "conf" / service)
-        return pid if signature in cmdline and _alive(pid) else None
+        return pid if signature in cmdline and alive(pid) else None
 
     def sigkill(self, service: str) -> int:
         """SIGKILL the service (its process group: Redis may have a rewrite child); wait until gone."""
@@ -274,7 +274,7 @@ class PrivateStack:
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + 20
-        while _alive(pid):
+        while alive(pid):
             if time.monotonic() > deadline:
                 raise FaultError(f"{service} (pid {pid}) still alive 20 s after SIGKILL")
             time.sleep(0.05)
@@ -285,15 +285,6 @@ class PrivateStack:
         if self.pid("redis") is not None:
             raise FaultError("refusing to delete the data of a running Redis")
         shutil.rmtree(self.runtime / "data" / "redis", ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    """Running and not a zombie (a killed service waits to be reaped by whoever adopted it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 # -------------------------------------------------------------------- the ground truth --
@@ -527,6 +518,18 @@ def format_table(rows: Iterable[Row]) -> str:
 
 def _n(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
+
+
+def collect_rows(config: Any, factory: Any, size: Size, stash_key: Any, env_var: str,
+                 filename: str) -> Iterator[list[Row]]:
+    """The body of a session fixture that gathers every scenario's :class:`Row`, keeps them
+    under ``stash_key`` for the terminal summary, and writes them as JSON at the end (to
+    ``$env_var``, or ``filename`` in pytest's temporary dir)."""
+    rows: list[Row] = []
+    path = Path(os.environ.get(env_var) or factory.getbasetemp() / filename)
+    config.stash[stash_key] = (rows, path)
+    yield rows
+    write_report(path, rows, size)
 
 
 def write_report(path: Path, rows: list[Row], size: Size) -> None:

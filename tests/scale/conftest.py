@@ -18,14 +18,14 @@ from __future__ import annotations
 import gc
 import os
 import random
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import kafka_socket_filters
-from tests.faults.harness import PrivateStack, Row, Size, format_table, write_report
+from tests.faults.harness import PrivateStack, Row, Size, collect_rows, format_table
+from tests.support.procs import free_range
 
 SHORT = Size("short", scale=0.1, rate=300, restart_rate=150, ready_timeout_s=150,
              progress_timeout_s=200, stall_s=30, drain_cap_s=240, test_timeout_s=420)
@@ -66,22 +66,12 @@ def _pick_ports() -> dict[str, tuple[int, int, int]]:
         bases: list[int] = []
         while len(bases) < 3:
             base = rng.randrange(10_000, 16_000 - SPAN, SPAN)
-            if any(abs(base - t) < SPAN for t in taken) or not _free_range(base):
+            if any(abs(base - t) < SPAN for t in taken) or not free_range(base, SPAN):
                 continue
             bases.append(base)
             taken.append(base)
         out[name] = (bases[0], bases[1], bases[2])
     return out
-
-
-def _free_range(base: int) -> bool:
-    for port in range(base, base + SPAN):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
 
 
 def size_of(config: pytest.Config) -> Size:
@@ -114,12 +104,8 @@ def scale_size(pytestconfig: pytest.Config) -> Size:
 @pytest.fixture(scope="session")
 def scale_rows(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory,
                scale_size: Size) -> Iterator[list[Row]]:
-    rows: list[Row] = []
-    path = Path(os.environ.get("REKAP_SCALE_REPORT")
-                or tmp_path_factory.getbasetemp() / "scale-report.json")
-    pytestconfig.stash[REPORT_KEY] = (rows, path)
-    yield rows
-    write_report(path, rows, scale_size)
+    yield from collect_rows(pytestconfig, tmp_path_factory, scale_size, REPORT_KEY,
+                            "REKAP_SCALE_REPORT", "scale-report.json")
 
 
 def _stack(config: pytest.Config, factory: pytest.TempPathFactory, name: str,

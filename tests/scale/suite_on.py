@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 
 from tests.faults.harness import PrivateStack
-from tests.scale.conftest import SPAN, _free_range
+from tests.scale.conftest import SPAN
+from tests.support.procs import free_range
 
 DEFAULT_TESTS = ["tests/streams", "tests/consumers"]
 
@@ -27,7 +28,7 @@ DEFAULT_TESTS = ["tests/streams", "tests/consumers"]
 def _bases() -> tuple[int, int, int]:
     bases: list[int] = []
     for base in range(12_000, 16_000 - SPAN, SPAN):
-        if _free_range(base):
+        if free_range(base, SPAN):
             bases.append(base)
         if len(bases) == 3:
             return bases[0], bases[1], bases[2]

@@ -19,6 +19,7 @@ bare :class:`subprocess.Popen` too.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -44,6 +45,43 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
     with socket.socket() as s:
         s.settimeout(timeout)
         return s.connect_ex((host, port)) == 0
+
+
+def free_range(base: int, span: int, host: str = "127.0.0.1") -> bool:
+    """Whether every port in ``[base, base + span)`` can be bound and has no listener."""
+    for port in range(base, base + span):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+        if port_open(port, host):
+            return False
+    return True
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie (a killed process waits to be reaped by whoever adopted it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def processes_mentioning(text: str) -> dict[int, str]:
+    """Every live process (but this one) whose command line contains ``text``."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # exited while we looked
+        if text in cmdline and alive(int(entry.name)):
+            found[int(entry.name)] = cmdline
+    return found
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.1,
