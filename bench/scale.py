@@ -104,3 +104,59 @@ def stream(registry: Registry, n: int, seed: int, prefix: str) -> list[dict[str,
     if event is None or len(event.ikm) <= BASE_IKM:  # any other registry: the generator as is
         return generate(registry, n, seed=seed, prefix=prefix)
     return spread(generate(_base(registry), n, seed=seed, prefix=prefix), sorted(event.ikm), seed)
+
+
+# --------------------------------------------------------------------------- forests
+#
+# Several independent event trees instead of one (``bench.scaleout``). Each tree is one
+# event without a parent, so the root of its own tree and of its own Redis hash tag
+# ``{<id>}``: one slot each, which Redis Cluster may place on different primaries. Every
+# tree has the same ``n`` IKM (and its own booth), so each partition, and each batch,
+# carries records of every tree. :func:`stream` generates a forest's records as is (no
+# spread): each sale's event is drawn uniformly, so the trees get about equal shares; the
+# generator's per-record cost grows with ``n``, so keep ``n`` near :data:`BASE_IKM`.
+
+
+def tree_ids(trees: int) -> list[str]:
+    """The event ids of a forest of ``trees``. Two-digit numbers on purpose: the hash slots
+    of ``bench-tree-01`` .. ``-06`` fall 2/2/2 into the three slot ranges of a 3-primary
+    cluster as ``redis-cli --cluster create`` splits them (0-5460, 5461-10922, 10923-16383)."""
+    return [f"bench-tree-{i:02d}" for i in range(1, trees + 1)]
+
+
+def write_forest(path: Path, n: int, trees: int) -> Path:
+    """Write a registry of ``trees`` independent events with the same ``n`` IKM each (one
+    booth per event, for all of them) as TOML and return ``path``."""
+    if n < 1 or trees < 1:
+        raise ValueError("a forest needs at least one tree and one IKM")
+    ids = ikm_ids(n)
+    lines = [
+        f"# Written by bench/scale.py: {trees} independent events, {n} IKM each, a booth each.",
+        "version = 1",
+        "ikm = [" + ", ".join(f'{{ id = "{i}" }}' for i in ids) + "]",
+        "",
+    ]
+    for tree in tree_ids(trees):
+        lines += [
+            "[[events]]",
+            f'id = "{tree}"',
+            f'name = "Bench tree {tree}, {n} IKM"',
+            'venue = "bench"',
+            'timezone = "Asia/Jakarta"',
+            "starts_on = 2024-05-01",
+            "ends_on = 2024-05-07",
+            f"ikm = {_toml_list(ids)}",
+            "",
+            "[[booths]]",
+            f'id = "{tree}-booth"',
+            f'event = "{tree}"',
+            f"ikm = {_toml_list(ids)}",
+            "",
+        ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def load_forest(path: Path, n: int, trees: int) -> Registry:
+    """Write the forest of ``trees`` events with ``n`` IKM to ``path`` and read it back."""
+    return load_registry(write_forest(path, n, trees))

@@ -449,6 +449,7 @@ def run_rekap(settings: Settings, n: int, run: int, stream: Scale, client: SyncC
             extra["rebalanced"] = extra["assignment_after"] != extra["assignment"]
         extra["stats"] = verify(client, stream.records, registry, keys, roots)
     first, last = seen["first"], seen["last"]
+    extra["drained_at"] = last  # wall clock: lets a caller line up its own samples (scaleout)
     return Sample("rekap", run, n, rate(n - int(seen["first_count"]), last - first),
                   n / (last - started), last - first, last - started, verified=True,
                   extra=extra)
