@@ -144,9 +144,10 @@ def check_eviction_policy(client: SyncClient, settings: Settings | None = None) 
     full Redis refuses writes instead, which the worker retries and reports.
 
     Read from ``INFO memory``, not ``CONFIG GET``: managed Redis services often disable
-    CONFIG. On Redis Cluster every node is asked, replicas too: a replica is the primary
-    of tomorrow's failover. ``settings`` only names the server in messages (its masked
-    URL); without it the client's host and port are named.
+    CONFIG. On Redis Cluster every node of the client's slot map is asked, replicas too
+    (a replica is the primary of tomorrow's failover; a cluster lists one there once its
+    nodes have gossiped it, seconds after it joined). ``settings`` only names the server
+    in messages (its masked URL); without it the client's host and port are named.
     """
     where = settings.redis_url_masked if settings is not None else _address(client)
     try:

@@ -24,7 +24,7 @@ from redis.cluster import ClusterNode
 from redis.crc import key_slot
 
 from rekap.errors import ConfigError
-from rekap.redisconn import check_eviction_policy, connect_sync
+from rekap.redisconn import SyncClient, check_eviction_policy, connect_sync
 from rekap.settings import Settings
 from streams.script import script_source
 from tests.faults.harness import ROOT, FaultError, PrivateStack, Row, Scenario, Size
@@ -203,12 +203,17 @@ def test_every_cluster_node_must_refuse_eviction(cluster_stack: PrivateStack) ->
     is tomorrow's primary that may drop an offset fence."""
     settings = Settings(redis_url=cluster_stack.redis_url)
 
-    def replicas_known() -> list[ClusterNode]:
-        with connect_sync(settings) as fresh:  # CLUSTER SLOTS lists a replica once gossiped
-            return [n for n in fresh.get_nodes() if n.server_type == "replica"]
+    def knows_a_replica() -> tuple[SyncClient, ClusterNode] | None:
+        # Right after the cluster formed, nodes may still disagree on who replicates whom:
+        # a client's slot map lists a replica once the node it asked has gossiped it.
+        fresh = connect_sync(settings)
+        known = [n for n in fresh.get_nodes() if n.server_type == "replica"]
+        if known:
+            return fresh, known[0]
+        fresh.close()
+        return None
 
-    replica = wait_for("a replica in CLUSTER SLOTS", replicas_known)[0]
-    client = connect_sync(settings)
+    client, replica = wait_for("a replica in a client's slot map", knows_a_replica)
     try:
         check_eviction_policy(client, settings)
         with _node(replica.port) as node:
