@@ -45,27 +45,33 @@ def write_registry(path: Path, n: int) -> Path:
     """Write the registry of ``n`` IKM as TOML (what ``rekap worker`` loads) and return ``path``."""
     if n < 1:
         raise ValueError("a scaled registry needs at least one IKM")
+    return _write(path, n, [(EVENT, f"Bench Fest, {n} IKM", BOOTH)],
+                  f"one event, {n} IKM, one booth for all of them")
+
+
+def _write(path: Path, n: int, events: list[tuple[str, str, str]], what: str) -> Path:
+    """A registry of ``n`` IKM and ``events`` as (event id, name, booth id): each event is
+    a root of its own, with every IKM, seven local days, and one booth for all of them."""
     ids = ikm_ids(n)
-    lines = [
-        f"# Written by bench/scale.py: one event, {n} IKM, one booth for all of them.",
-        "version = 1",
-        "ikm = [" + ", ".join(f'{{ id = "{i}" }}' for i in ids) + "]",
-        "",
-        "[[events]]",
-        f'id = "{EVENT}"',
-        f'name = "Bench Fest, {n} IKM"',
-        'venue = "bench"',
-        'timezone = "Asia/Jakarta"',
-        "starts_on = 2024-05-01",
-        "ends_on = 2024-05-07",
-        f"ikm = {_toml_list(ids)}",
-        "",
-        "[[booths]]",
-        f'id = "{BOOTH}"',
-        f'event = "{EVENT}"',
-        f"ikm = {_toml_list(ids)}",
-        "",
-    ]
+    lines = [f"# Written by bench/scale.py: {what}.", "version = 1",
+             "ikm = [" + ", ".join(f'{{ id = "{i}" }}' for i in ids) + "]", ""]
+    for event, name, booth in events:
+        lines += [
+            "[[events]]",
+            f'id = "{event}"',
+            f'name = "{name}"',
+            'venue = "bench"',
+            'timezone = "Asia/Jakarta"',
+            "starts_on = 2024-05-01",
+            "ends_on = 2024-05-07",
+            f"ikm = {_toml_list(ids)}",
+            "",
+            "[[booths]]",
+            f'id = "{booth}"',
+            f'event = "{event}"',
+            f"ikm = {_toml_list(ids)}",
+            "",
+        ]
     path.write_text("\n".join(lines))
     return path
 
@@ -129,32 +135,9 @@ def write_forest(path: Path, n: int, trees: int) -> Path:
     booth per event, for all of them) as TOML and return ``path``."""
     if n < 1 or trees < 1:
         raise ValueError("a forest needs at least one tree and one IKM")
-    ids = ikm_ids(n)
-    lines = [
-        f"# Written by bench/scale.py: {trees} independent events, {n} IKM each, a booth each.",
-        "version = 1",
-        "ikm = [" + ", ".join(f'{{ id = "{i}" }}' for i in ids) + "]",
-        "",
-    ]
-    for tree in tree_ids(trees):
-        lines += [
-            "[[events]]",
-            f'id = "{tree}"',
-            f'name = "Bench tree {tree}, {n} IKM"',
-            'venue = "bench"',
-            'timezone = "Asia/Jakarta"',
-            "starts_on = 2024-05-01",
-            "ends_on = 2024-05-07",
-            f"ikm = {_toml_list(ids)}",
-            "",
-            "[[booths]]",
-            f'id = "{tree}-booth"',
-            f'event = "{tree}"',
-            f"ikm = {_toml_list(ids)}",
-            "",
-        ]
-    path.write_text("\n".join(lines))
-    return path
+    return _write(path, n, [(tree, f"Bench tree {tree}, {n} IKM", f"{tree}-booth")
+                            for tree in tree_ids(trees)],
+                  f"{trees} independent events, {n} IKM each, a booth each")
 
 
 def load_forest(path: Path, n: int, trees: int) -> Registry:
