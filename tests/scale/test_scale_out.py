@@ -71,6 +71,14 @@ def slot_owner(stack: PrivateStack, slot: int, dead: int | None = None) -> int |
     return None
 
 
+def programme_primary(sc: Scenario, stack: PrivateStack) -> tuple[int, int]:
+    """(slot, primary's port) of the programme's tree: every key of it shares that slot."""
+    slot = key_slot(sc.keys.stats(ROOT).encode())
+    primary = slot_owner(stack, slot)
+    assert primary is not None, f"no primary serves slot {slot}"
+    return slot, primary
+
+
 def replicas_of(stack: PrivateStack, primary: int) -> list[int]:
     """Ports of the replicas of the primary on ``primary``, from its CLUSTER NODES."""
     with _node(primary) as node:
@@ -237,9 +245,7 @@ def test_acknowledged_writes_lost_in_a_cluster_failover_heal(
         sc.start_worker()
         sc.start_stream()
         sc.wait_progress(sc.rng.uniform(0.3, 0.5))
-        slot = key_slot(sc.keys.stats(ROOT).encode())
-        primary = slot_owner(cluster_stack, slot)
-        assert primary is not None, f"no primary serves slot {slot}"
+        slot, primary = programme_primary(sc, cluster_stack)
         (replica,) = replicas_of(cluster_stack, primary)
         with cut_off([replica]):
             sc.mark_fault(f"redis-{replica} cut off its primary")
@@ -262,9 +268,7 @@ def test_programme_exact_on_redis_cluster_with_a_primary_sigkilled(
         sc.start_worker()
         sc.start_stream()
         sc.wait_progress(sc.rng.uniform(0.3, 0.6))
-        slot = key_slot(sc.keys.stats(ROOT).encode())
-        primary = slot_owner(cluster_stack, slot)
-        assert primary is not None, f"no primary serves slot {slot}"
+        slot, primary = programme_primary(sc, cluster_stack)
         sc.kill_service(f"redis-{primary}")
         promoted = wait_for(f"a replica promoted for slot {slot}",
                             lambda: (p := slot_owner(cluster_stack, slot, dead=primary)) != primary
