@@ -42,11 +42,10 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from bench import latency, report, throughput
-from bench.throughput import REPO, BenchError, run_cli
+from bench.throughput import REPO, run_cli
 from rekap.redisconn import connect_sync
 from rekap.settings import Settings
 
@@ -94,18 +93,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Nam
     parser.add_argument("--out-dir", type=Path, default=REPO / ".rekap" / "bench",
                         help="where bench-<UTC>.md/.json go (.rekap/bench)")
     args = parser.parse_args(argv)
-    for name, full in FULL.items():
-        if getattr(args, name) is None:
-            setattr(args, name, QUICK[name] if args.quick else full)
+    throughput.fill_sizes(args, FULL, QUICK)
     return parser, args
-
-
-def _out_of_time(signum: int, frame: FrameType | None) -> None:
-    raise BenchError("the bench ran past its budget and was cut short")
-
-
-def _terminated(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def memory_figures(settings: Settings, scales: list[int], args: argparse.Namespace
@@ -170,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = throughput.kinds(parser, args.only)
     base = Settings.from_env(sales_partitions=args.partitions)
     started = time.monotonic()
-    signal.signal(signal.SIGALRM, _out_of_time)
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.alarm(int(args.budget + HARD_STOP_GRACE_S))
+    throughput.bound("the bench", args.budget + HARD_STOP_GRACE_S)
     workdir, stamp = throughput.workspace()
     print(f"rekap bench{' (quick)' if args.quick else ''}: kafka {base.kafka_bootstrap}, "
           f"redis {base.redis_url_masked}, {args.partitions} partitions, budget {args.budget:g} s",

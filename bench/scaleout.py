@@ -70,7 +70,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import redis
@@ -573,20 +572,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=REPO / ".rekap" / "bench",
                         help="where scaleout-<UTC>.json/.md go (.rekap/bench)")
     args = parser.parse_args(argv)
-    for name, full in FULL.items():
-        if getattr(args, name) is None:
-            setattr(args, name, QUICK[name] if args.quick else full)
+    throughput.fill_sizes(args, FULL, QUICK)
     if not args.trees or not (args.single_workers or args.cluster_workers):
         parser.error("nothing to run: give --trees and at least one worker count")
     return args
-
-
-def _out_of_time(signum: int, frame: FrameType | None) -> None:
-    raise BenchError("the scale-out bench ran past its budget and was cut short")
-
-
-def _terminated(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def prepare(args: argparse.Namespace, cluster: PrivateCluster, workdir: Path,
@@ -680,11 +669,7 @@ def finish(doc: dict[str, Any], args: argparse.Namespace, argv: list[str] | None
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     started = time.monotonic()
-    signal.signal(signal.SIGALRM, _out_of_time)
-    signal.signal(signal.SIGTERM, _terminated)
-    # Even when started with SIGINT ignored (a background job of a script): a SIGINT stops it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.alarm(int(args.budget + HARD_STOP_GRACE_S))
+    throughput.bound("the scale-out bench", args.budget + HARD_STOP_GRACE_S)
     workdir, stamp = throughput.workspace()
     print(f"rekap scale-out{' (quick)' if args.quick else ''}: {os.cpu_count()} CPUs, "
           f"budget {args.budget:g} s", flush=True)

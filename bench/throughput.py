@@ -76,6 +76,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 from urllib.request import urlopen
 
@@ -110,6 +111,29 @@ def run_cli(main: Callable[[], int]) -> None:
 
 class BenchError(RuntimeError):
     """A contestant failed, timed out, or rekap's totals were wrong."""
+
+
+def fill_sizes(args: argparse.Namespace, full: dict[str, Any], quick: dict[str, Any]) -> None:
+    """Give every size option left unset its ``--quick`` or its full value."""
+    for name, value in full.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick[name] if args.quick else value)
+
+
+def bound(name: str, seconds: float) -> None:
+    """Stop the whole run ``seconds`` from now (a :class:`BenchError` naming ``name``), and
+    turn SIGTERM, and a SIGINT even when started with it ignored (a background job of a
+    script), into KeyboardInterrupt, so every ``finally`` cleans up."""
+    def out_of_time(signum: int, frame: FrameType | None) -> None:
+        raise BenchError(f"{name} ran past its budget and was cut short")
+
+    def terminated(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.signal(signal.SIGTERM, terminated)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.alarm(int(seconds))
 
 
 @dataclass(frozen=True)
