@@ -22,14 +22,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 import pytest
 
 from tests.conftest import kafka_socket_filters
-from tests.support.procs import alive, free_range, port_open, processes_mentioning
+from tests.support.procs import alive, free_range, port_open, processes_mentioning, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = REPO / "deploy" / "local" / "stack"
@@ -53,22 +53,10 @@ KAFKA_PORTS = [KAFKA_PORT + 10 * k for k in range(3)]
 CLUSTER_PORTS = [REDIS_PORT + i for i in range(6)]
 SENTINEL_DATA_PORTS = [REDIS_PORT + i for i in range(3)]
 SENTINEL_PORTS = [REDIS_PORT + 10 + i for i in range(3)]
-T = TypeVar("T")
 BOOTSTRAP3 = ",".join(f"127.0.0.1:{p}" for p in KAFKA_PORTS)
 
 pytestmark = [pytest.mark.stack, pytest.mark.scale, pytest.mark.timeout(300),
               *(pytest.mark.filterwarnings(f) for f in kafka_socket_filters(BOOTSTRAP3))]
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.25) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:.0f} s", pytrace=False)
-        time.sleep(every)
 
 
 class Stack:
@@ -108,7 +96,7 @@ class Stack:
     def sigkill(self, service: str) -> int:
         pid = self.pids()[service]
         os.killpg(pid, signal.SIGKILL)  # the stack makes each service a process-group leader
-        wait_for(f"{service} (pid {pid}) to die", lambda: not alive(pid), 20, 0.05)
+        wait_until(lambda: not alive(pid), 20, 0.05, message=f"{service} (pid {pid}) to die")
         return pid
 
     def assert_down(self, pids: dict[str, int]) -> None:
@@ -245,8 +233,8 @@ def test_redis_cluster_and_three_brokers(stack: Stack) -> None:
     witness = next(p for p in CLUSTER_PORTS if p != victim.port)
     stack.sigkill(f"redis-{victim.port}")
     stack.sigkill("kafka-2")
-    wait_for(f"replica 127.0.0.1:{heir.port} promoted",
-             lambda: heir.id in {n.id for n in primaries(cluster_nodes(witness))}, 20)
+    wait_until(lambda: heir.id in {n.id for n in primaries(cluster_nodes(witness))}, 20, 0.25,
+               message=f"replica 127.0.0.1:{heir.port} promoted")
     status = stack.run("status", check=False)
     assert status.returncode == 3
     for name in (f"redis-{victim.port}", "kafka-2"):
@@ -313,7 +301,7 @@ def test_redis_sentinel_follows_a_failover(stack: Stack) -> None:
         seen = primary_per_sentinel()
         return seen.pop() if len(seen) == 1 and seen != {f"127.0.0.1:{REDIS_PORT}"} else None
 
-    new_primary = wait_for("the sentinels to agree on a new primary", promoted, 30)
+    new_primary = wait_until(promoted, 30, 0.25, message="the sentinels to agree on a new primary")
     assert not stack.healthy()
 
     # 4. Up restarts the old primary, as a replica of the new one.

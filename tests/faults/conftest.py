@@ -17,7 +17,6 @@ The summary table is printed at the end of the run and written as JSON to
 
 from __future__ import annotations
 
-import gc
 import os
 import random
 import socket
@@ -28,7 +27,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import kafka_socket_filters
-from tests.faults.harness import LONG, SHORT, PrivateStack, Row, Size, collect_rows, format_table
+from tests.faults.harness import (
+    LONG,
+    SHORT,
+    PrivateStack,
+    Row,
+    Size,
+    collect_rows,
+    print_summary,
+    running,
+)
 
 
 @dataclass(frozen=True)
@@ -107,21 +115,10 @@ def fault_stack(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFa
     ports = pytestconfig.stash[PORTS_KEY]
     stack = PrivateStack(tmp_path_factory.mktemp("fault-stack"), ports.kafka, ports.controller,
                          ports.redis)
-    try:
-        stack.up()
-        yield stack
-    finally:
-        stack.down()
-        gc.collect()  # kafka-python's stray sockets to this broker, while their filter applies
+    yield from running(stack)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
                             config: pytest.Config) -> None:
-    if REPORT_KEY not in config.stash:
-        return
-    rows, path = config.stash[REPORT_KEY]
-    if not rows:
-        return
-    terminalreporter.write_sep("=", f"fault suite summary ({rows[0].size})")
-    terminalreporter.write_line(format_table(rows))
-    terminalreporter.write_line(f"(definitions: tests/faults/harness.py; JSON: {path})")
+    print_summary(terminalreporter, config, REPORT_KEY, "fault suite summary",
+                  "tests/faults/harness.py")

@@ -532,6 +532,27 @@ def collect_rows(config: Any, factory: Any, size: Size, stash_key: Any, env_var:
     write_report(path, rows, size)
 
 
+def running(stack: PrivateStack) -> Iterator[PrivateStack]:
+    """The body of a session fixture: ``stack`` up for the session, purged at the end."""
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
+        gc.collect()  # kafka-python's stray sockets to its brokers, while their filter applies
+
+
+def print_summary(reporter: Any, config: Any, stash_key: Any, title: str, where: str) -> None:
+    """The summary table of :func:`collect_rows`' rows at the end of the terminal output."""
+    if stash_key not in config.stash:
+        return
+    rows, path = config.stash[stash_key]
+    if rows:
+        reporter.write_sep("=", f"{title} ({rows[0].size})")
+        reporter.write_line(format_table(rows))
+        reporter.write_line(f"(definitions: {where}; JSON: {path})")
+
+
 def write_report(path: Path, rows: list[Row], size: Size) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"size": asdict(size), "poll_s": POLL_S, "rows": [asdict(r) for r in rows],

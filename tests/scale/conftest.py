@@ -15,7 +15,6 @@ table is printed at the end and written as JSON to ``REKAP_SCALE_REPORT``.
 
 from __future__ import annotations
 
-import gc
 import os
 import random
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import kafka_socket_filters
-from tests.faults.harness import PrivateStack, Row, Size, collect_rows, format_table
+from tests.faults.harness import PrivateStack, Row, Size, collect_rows, print_summary, running
 from tests.support.procs import free_range
 
 SHORT = Size("short", scale=0.1, rate=300, restart_rate=150, ready_timeout_s=150,
@@ -113,12 +112,7 @@ def _stack(config: pytest.Config, factory: pytest.TempPathFactory, name: str,
     kafka, controller, redis_port = config.stash[PORTS_KEY][name]
     stack = PrivateStack(factory.mktemp(f"{name}-stack"), kafka, controller, redis_port,
                          **topology)  # type: ignore[arg-type]
-    try:
-        stack.up()
-        yield stack
-    finally:
-        stack.down()
-        gc.collect()  # kafka-python's stray sockets to these brokers, while their filter applies
+    yield from running(stack)
 
 
 @pytest.fixture(scope="session")
@@ -141,10 +135,4 @@ def brokers_stack(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPath
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
                             config: pytest.Config) -> None:
-    if REPORT_KEY not in config.stash:
-        return
-    rows, path = config.stash[REPORT_KEY]
-    if rows:
-        terminalreporter.write_sep("=", f"scale-out suite summary ({rows[0].size})")
-        terminalreporter.write_line(format_table(rows))
-        terminalreporter.write_line(f"(definitions: tests/scale/; JSON: {path})")
+    print_summary(terminalreporter, config, REPORT_KEY, "scale-out suite summary", "tests/scale/")

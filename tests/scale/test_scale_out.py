@@ -13,10 +13,9 @@ import dataclasses
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import redis
@@ -27,9 +26,8 @@ from rekap.errors import ConfigError
 from rekap.redisconn import SyncClient, check_eviction_policy, connect_sync
 from rekap.settings import Settings
 from streams.script import script_source
-from tests.faults.harness import ROOT, FaultError, PrivateStack, Row, Scenario, Size
-
-T = TypeVar("T")
+from tests.faults.harness import ROOT, PrivateStack, Row, Scenario, Size
+from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.scale, pytest.mark.stack, pytest.mark.reliability]
 
@@ -126,8 +124,9 @@ def cut_off(replicas: list[int]) -> Iterator[None]:
                 node.client_kill_filter(_type="master")
         for port in replicas:
             with _node(port) as node:
-                wait_for(f"redis-{port}'s link down", lambda node=node: node.info("replication")
-                         .get("master_link_status") == "down", timeout_s=10)
+                wait_until(lambda node=node: node.info("replication")
+                           .get("master_link_status") == "down", 10,
+                           message=f"redis-{port}'s link down")
         yield
     finally:
         for port, auth in saved.items():
@@ -138,8 +137,8 @@ def cut_off(replicas: list[int]) -> Iterator[None]:
 def acknowledged_by_primary_alone(sc: Scenario, records: int = 100) -> None:
     """Wait until the worker has applied ``records`` more (the primary acknowledged them)."""
     before = sc.counted()
-    wait_for(f"{records} records acknowledged by the primary alone",
-             lambda: sc.counted() >= before + records, timeout_s=60)
+    wait_until(lambda: sc.counted() >= before + records, 60,
+               message=f"{records} records acknowledged by the primary alone")
 
 
 def healed(sc: Scenario) -> bool:
@@ -154,17 +153,6 @@ def forget_scripts(port: int) -> None:
     with _node(port) as node:
         node.script_flush()
     assert not has_script(port)
-
-
-def wait_for(what: str, check: Callable[[], T], timeout_s: float = PROMOTION_TIMEOUT_S) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise FaultError(f"{what} did not happen within {timeout_s:.0f}s")
-        time.sleep(0.1)
 
 
 def busiest_broker(settings: Settings) -> int:
@@ -221,7 +209,8 @@ def test_every_cluster_node_must_refuse_eviction(cluster_stack: PrivateStack) ->
         fresh.close()
         return None
 
-    client, replica = wait_for("a replica in a client's slot map", knows_a_replica)
+    client, replica = wait_until(knows_a_replica, PROMOTION_TIMEOUT_S,
+                                 message="a replica in a client's slot map")
     try:
         check_eviction_policy(client, settings)
         with _node(replica.port) as node:
@@ -251,8 +240,8 @@ def test_acknowledged_writes_lost_in_a_cluster_failover_heal(
             sc.mark_fault(f"redis-{replica} cut off its primary")
             acknowledged_by_primary_alone(sc)
             sc.kill_service(f"redis-{primary}")
-        wait_for(f"redis-{replica} promoted for slot {slot}",
-                 lambda: slot_owner(cluster_stack, slot, dead=primary) == replica)
+        wait_until(lambda: slot_owner(cluster_stack, slot, dead=primary) == replica,
+                   PROMOTION_TIMEOUT_S, message=f"redis-{replica} promoted for slot {slot}")
         sc.mark_fault(f"redis-{replica} promoted")
         cluster_stack.up()
         sc.finish()
@@ -270,9 +259,9 @@ def test_programme_exact_on_redis_cluster_with_a_primary_sigkilled(
         sc.wait_progress(sc.rng.uniform(0.3, 0.6))
         slot, primary = programme_primary(sc, cluster_stack)
         sc.kill_service(f"redis-{primary}")
-        promoted = wait_for(f"a replica promoted for slot {slot}",
-                            lambda: (p := slot_owner(cluster_stack, slot, dead=primary)) != primary
-                            and p)
+        promoted = wait_until(
+            lambda: (p := slot_owner(cluster_stack, slot, dead=primary)) != primary and p,
+            PROMOTION_TIMEOUT_S, message=f"a replica promoted for slot {slot}")
         sc.mark_fault(f"redis-{promoted} promoted")
         forget_scripts(promoted)
         cluster_stack.up()  # the killed node comes back, as a replica of the promoted one
@@ -312,8 +301,8 @@ def test_programme_exact_through_a_sentinel_failover(
             sc.mark_fault("both replicas cut off the primary")
             time.sleep(2)  # the worker's batches meet NOREPLICAS meanwhile
             sc.kill_service(f"redis-{primary}")
-        promoted = wait_for("the sentinels' failover",
-                            lambda: (p := sentinel_primary(sentinel_stack)) != primary and p)
+        promoted = wait_until(lambda: (p := sentinel_primary(sentinel_stack)) != primary and p,
+                              PROMOTION_TIMEOUT_S, message="the sentinels' failover")
         sc.mark_fault(f"redis-{promoted} promoted")
         forget_scripts(promoted)
         sentinel_stack.up()
