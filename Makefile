@@ -15,6 +15,8 @@ STACK_ARGS ?=
 PYTEST_ARGS ?=
 # e.g. make bench BENCH_ARGS="--quick"  or  BENCH_ARGS="--records 50000 --runs 5 --skip memory"
 BENCH_ARGS ?=
+# e.g. make bench-ingest BENCH_INGEST_ARGS="--processes 2 --clients 16,64,128"
+BENCH_INGEST_ARGS ?=
 # Where `make faults` keeps its summary (JSON; the table is printed too) and, until its next
 # run, each scenario's worker and simulator logs.
 FAULTS_REPORT ?= .rekap/faults-report.json
@@ -29,7 +31,7 @@ APT_NEEDS := redis-server:redis-server redis-cli:redis-tools prometheus:promethe
 	promtool:prometheus chromium:chromium docker-compose:docker-compose
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup setup-system demo test faults scale lint bench stack-up stack-down stack-status stack-fetch stack-install
+.PHONY: help setup setup-system demo test faults scale lint bench bench-ingest stack-up stack-down stack-status stack-fetch stack-install
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -101,6 +103,13 @@ bench: setup ## the benchmark: one table, .rekap/bench/bench-<UTC>.md/.json, <= 
 	@was_up=0; $(STACK) status >/dev/null 2>&1 && was_up=1; \
 	[ $$was_up = 1 ] || $(STACK) up; \
 	status=0; $(PY) -m bench $(BENCH_ARGS) || status=$$?; \
+	[ $$was_up = 1 ] || $(STACK) down; \
+	exit $$status
+
+bench-ingest: setup ## ingest under load: 1, 16 and 64 clients, zero loss checked, ~2 min (BENCH_INGEST_ARGS="--quick")
+	@was_up=0; $(STACK) status >/dev/null 2>&1 && was_up=1; \
+	[ $$was_up = 1 ] || $(STACK) up; \
+	status=0; $(PY) -m bench.ingest $(BENCH_INGEST_ARGS) || status=$$?; \
 	[ $$was_up = 1 ] || $(STACK) down; \
 	exit $$status
 

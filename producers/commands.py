@@ -14,16 +14,21 @@ import argparse
 import json
 import math
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from rekap.errors import ConfigError
 from rekap.settings import Settings
+from rekap.tls import client_context, local_url
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ingest", help="serve the booth/channel ingest HTTP API (POST /v1/sales)")
     p.add_argument("--ack-timeout", type=float, default=10.0,
                    help="seconds to wait for Kafka's acknowledgement before answering 503 (default 10)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="processes sharing the port (SO_REUSEPORT), each with its own producer; "
+                        "rate limits are then per process (default 1)")
     p.set_defaults(handler=_ingest)
 
     booth = sub.add_parser("booth", help="offline-first booth client: record, sync, status")
@@ -62,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     vx.add_argument("file", type=Path)
     vx.add_argument("--via", choices=("kafka", "ingest"), default="kafka",
                     help="straight to the sales topic (default) or through ingest")
-    vx.add_argument("--url", default=None, help="ingest base URL (default http://host:ingest_port)")
+    vx.add_argument("--url", default=None, help="ingest base URL (default http(s)://host:ingest_port)")
     vx.add_argument("--token", default=None, help="virtual_expo channel token (env REKAP_CHANNEL_TOKEN)")
     vx.add_argument("--dry-run", action="store_true", help="map and validate only; print the sales")
     vx.set_defaults(handler=_import_virtual_expo)
@@ -99,7 +104,44 @@ def register(sub: argparse._SubParsersAction) -> None:
                                 "or <channel>:<integrator>)")
     t.add_argument("--tokens-file", type=Path, default=None,
                    help="token-hash file to update (default: REKAP_BOOTH_TOKENS_PATH)")
+    t.add_argument("--expires", default=None, metavar="ISO8601",
+                   help="when the token stops working, with an offset "
+                        "(2022-06-06T22:00:00+07:00); default never")
     t.set_defaults(handler=_tokens_issue)
+
+    rsub = _registry_subcommands(sub)
+    it = rsub.add_parser(
+        "issue-token", help="a new token for a booth, with a one-time pairing link and QR code "
+                            "for the booth app (channels: `rekap tokens issue`)")
+    it.add_argument("name", help="a booth id of the registry")
+    it.add_argument("--tokens-file", type=Path, default=None,
+                    help="token-hash file to update (default: REKAP_BOOTH_TOKENS_PATH)")
+    expiry = it.add_mutually_exclusive_group()
+    expiry.add_argument("--expires", default=None, metavar="ISO8601",
+                        help="when the token stops working, with an offset; default never")
+    expiry.add_argument("--ttl-days", type=_positive, default=None, metavar="N",
+                        help="the token stops working N days from now")
+    it.add_argument("--pair-ttl-minutes", type=_positive, default=15.0,
+                    help="minutes the pairing link works (default 15; single use)")
+    it.add_argument("--qr-png", type=Path, default=None, metavar="PATH",
+                    help="also write the pairing link's QR code as a PNG")
+    it.add_argument("--public-url", default=None,
+                    help="ingest as the tablets reach it (env REKAP_PUBLIC_URL; default "
+                         "http(s)://REKAP_HOST:REKAP_INGEST_PORT)")
+    it.set_defaults(handler=_registry_issue_token)
+
+
+def _registry_subcommands(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The subcommands of ``rekap registry``: the kernel owns the group (``check``), and the
+    kernel may not import producers, so ``issue-token`` joins the group from here."""
+    parent = sub.choices.get("registry")
+    if parent is None:
+        parent = sub.add_parser("registry", help="the registry: check it, issue booth tokens")
+        return parent.add_subparsers(dest="registry_command", required=True)
+    for action in parent._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parent.add_subparsers(dest="registry_command", required=True)
 
 
 def _rupiah(text: str) -> int:
@@ -130,7 +172,9 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     if settings.booth_tokens_path is None:
         print("rekap ingest: warning: REKAP_BOOTH_TOKENS_PATH is not set, every request gets 401",
               file=sys.stderr)
-    run(settings, ack_timeout_s=args.ack_timeout)
+    if args.processes < 1:
+        raise ConfigError("--processes must be at least 1")
+    run(settings, ack_timeout_s=args.ack_timeout, processes=args.processes)
     return 0
 
 
@@ -180,14 +224,14 @@ def _booth_sync(args: argparse.Namespace, settings: Settings) -> int:
     from producers.booth.outbox import Outbox
 
     booth_id = _booth_id(args, settings)
-    url = args.url or settings.booth_url or f"http://{settings.host}:{settings.ingest_port}"
+    url = args.url or settings.booth_url or local_url(settings, settings.ingest_port)
     token = args.token or settings.booth_token
     if not token:
         raise ConfigError("give --token or set REKAP_BOOTH_TOKEN")
     with Outbox(_outbox_path(args, settings, booth_id), create=False) as outbox:
         try:
             report = sync(outbox, url, token, batch=args.batch, max_attempts=args.max_attempts,
-                          deadline_s=args.deadline)
+                          deadline_s=args.deadline, tls=client_context(settings))
         except AuthError as exc:
             raise ConfigError(str(exc)) from exc
     print(f"terkirim {report.sent}, ditolak {report.rejected}, tertunda {report.pending_left} "
@@ -220,7 +264,7 @@ def _import_virtual_expo(args: argparse.Namespace, settings: Settings) -> int:
     if not token:
         raise ConfigError("give --token or set REKAP_CHANNEL_TOKEN for --via ingest")
     return import_via_ingest(settings, args.file, body, token=token,
-                             url=args.url or f"http://{settings.host}:{settings.ingest_port}")
+                             url=args.url or local_url(settings, settings.ingest_port))
 
 
 # -- simulate -------------------------------------------------------------------------------
@@ -260,7 +304,7 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
               if args.via == "ingest" else {})
     report = replay(settings, scenario, via=args.via, tokens=tokens, rate=args.rate,
                     speedup=args.speedup, progress=not args.no_progress,
-                    url=args.url or f"http://{settings.host}:{settings.ingest_port}")
+                    url=args.url or local_url(settings, settings.ingest_port))
     print(json.dumps({"via": args.via, **report.to_json()}))
     return 0
 
@@ -275,5 +319,77 @@ def _tokens_issue(args: argparse.Namespace, settings: Settings) -> int:
     path = args.tokens_file or settings.booth_tokens_path
     if path is None:
         raise ConfigError("give --tokens-file or set REKAP_BOOTH_TOKENS_PATH")
-    print(issue_token(path, args.name, load_registry(settings.registry_path)))
+    print(issue_token(path, args.name, load_registry(settings.registry_path),
+                      expires=_expiry(args.expires)))
     return 0
+
+
+def _expiry(text: str | None) -> datetime | None:
+    """``--expires``: an ISO 8601 date-time with an offset (``Z`` too), or None."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(f"--expires {text!r} is not an ISO 8601 date-time: {exc}") from exc
+    if moment.tzinfo is None:
+        raise ConfigError(f"--expires {text!r} needs an offset, e.g. 2022-06-06T22:00:00+07:00")
+    return moment
+
+
+# -- registry -------------------------------------------------------------------------------
+
+def _registry_issue_token(args: argparse.Namespace, settings: Settings) -> int:
+    """Mint a booth's token and a one-time pairing link for it, shown as text and QR code."""
+    from datetime import UTC, timedelta
+
+    from producers import pairing
+    from producers.tokens import issue_token
+    from rekap.registry import load_registry
+
+    path = args.tokens_file or settings.booth_tokens_path
+    if path is None:
+        raise ConfigError("give --tokens-file or set REKAP_BOOTH_TOKENS_PATH")
+    now = datetime.now(UTC)
+    expires = (now + timedelta(days=args.ttl_days) if args.ttl_days is not None
+               else _expiry(args.expires))
+    if expires is not None and expires <= now:
+        raise ConfigError(f"the token would expire at {expires.isoformat()}, which is not in the future")
+    registry = load_registry(settings.registry_path)
+    if args.name not in registry.booths:
+        raise ConfigError(f"{args.name!r} is not a booth of the registry "
+                          f"({settings.registry_path}); a channel's token comes from "
+                          f"`rekap tokens issue {args.name}`")
+    token = issue_token(path, args.name, registry, expires=expires)
+    until = f" (berlaku sampai {expires.isoformat(timespec='minutes')})" if expires else ""
+    print(f"token {args.name}{until}, ditampilkan sekali, hanya hash-nya yang disimpan:\n{token}")
+    pair_ttl = timedelta(minutes=args.pair_ttl_minutes)
+    if expires is not None:
+        pair_ttl = min(pair_ttl, expires - now)
+    code = pairing.create_code(pairing.store_path(path), args.name, token, ttl=pair_ttl, now=now)
+    public = (args.public_url or settings.public_url or local_url(settings, settings.ingest_port))
+    link = pairing.pairing_link(public, code)
+    print(f"\ntautan pemasangan aplikasi booth (sekali pakai, sampai "
+          f"{(now + pair_ttl).isoformat(timespec='minutes')}):\n{link}\n")
+    _print_qr(link, args.qr_png)
+    host = public.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    if host in {"127.0.0.1", "localhost", "0.0.0.0", "[::1]", "::"}:  # noqa: S104 - a comparison
+        print(f"rekap registry: warning: the link points at {host}, which a tablet cannot reach; "
+              "set REKAP_PUBLIC_URL or --public-url to ingest's address on the venue network",
+              file=sys.stderr)
+    return 0
+
+
+def _print_qr(link: str, png: Path | None) -> None:
+    import qrcode
+    import qrcode.image.pure
+
+    qr = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=2)
+    qr.add_data(link)
+    qr.make(fit=True)
+    # Inverted: on the usual dark terminal the blocks drawn are the light modules.
+    qr.print_ascii(out=sys.stdout, invert=True)
+    if png is not None:
+        png.parent.mkdir(parents=True, exist_ok=True)
+        qr.make_image(image_factory=qrcode.image.pure.PyPNGImage).save(str(png))
+        print(f"QR code (PNG): {png}")

@@ -23,6 +23,7 @@ from rekap.contract import Rejection, Sale, validate_sale
 from rekap.errors import ConfigError
 from rekap.registry import load_registry
 from rekap.settings import Settings
+from rekap.tls import client_context
 
 #: Re-importing is always safe: the same file maps to the same sale_ids.
 RETRY_LATER = "ulangi impor nanti (aman: sale_id sama)"
@@ -84,7 +85,7 @@ def import_via_ingest(settings: Settings, path: Path, body: bytes, *, url: str, 
         raise ConfigError(f"{path} is {len(body)} bytes, more than ingest takes in one request "
                           f"({limit}, REKAP_MAX_BODY_BYTES): import it with --via kafka, "
                           "or split it into smaller files")
-    with IngestClient(url, token, timeout_s=60) as client:
+    with IngestClient(url, token, timeout_s=60, tls=client_context(settings)) as client:
         reply = client.post("/v1/channels/virtual-expo/import", content=body, content_type="text/csv")
     if not reply.reached:
         print(f"ingest {url} tidak terjangkau ({reply.text}); {RETRY_LATER}", file=sys.stderr)

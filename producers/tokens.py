@@ -6,10 +6,17 @@ to the registry::
 
     [booths]                                  # booth id = "<sha256 hex>"
     "kokas-01" = "<sha256 hex>"
+    "kokas-02" = { sha256 = "<sha256 hex>", expires = 2022-06-06T22:00:00+07:00 }
 
     [channels]                                # <channel> or <channel>:<integrator>
     "marketplace" = "<sha256 hex>"
     "marketplace:tokopedia" = "<sha256 hex>"
+
+An entry is the hash, or a table of the hash and an ``expires`` date-time with
+an offset: from then on the token is refused (401 "token expired"). A channel
+token named ``<channel>`` posts sale ids of that channel's namespace
+(:data:`rekap.names.CHANNEL_ID_PREFIX`), one named ``<channel>:<integrator>``
+only those of ``<prefix>:<integrator>:``.
 
 :class:`TokenSource` is the only reader: ingest asks it for the :class:`Tokens`
 in force on every request, and it re-reads the file when the file changes. The
@@ -35,6 +42,7 @@ import time
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
@@ -55,6 +63,22 @@ DEMO_HASHES = "demo-tokens.toml"
 DEMO_SECRETS = "demo-tokens.secret.json"
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: An integrator's name: it becomes part of the sale ids its token may post
+#: (``mp:<integrator>:...``), so it is what a channel's own id part may be.
+_INTEGRATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,79}$")
+
+
+def _channel_name_ok(name: str) -> bool:
+    channel, sep, integrator = name.partition(":")
+    return channel in ONLINE_CHANNELS and (not sep or _INTEGRATOR.match(integrator) is not None)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A token file entry in table form: the hash and when the token stops working."""
+
+    sha256: str
+    expires: datetime | None = None
 
 
 #: Every token starts with this: a token beginning with "-" would be read as an option by a
@@ -74,10 +98,17 @@ def hash_token(token: str) -> str:
 
 @dataclass(frozen=True)
 class Tokens:
-    """The token hashes in force: booth id → hash, channel token name → hash."""
+    """The token hashes in force: booth id → hash, channel token name → hash, and the expiry
+    of those that have one (keyed by the ``owner`` pair)."""
 
     booths: Mapping[str, str] = field(default_factory=dict)
     channels: Mapping[str, str] = field(default_factory=dict)
+    expires: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
+
+    def expired(self, kind: str, name: str, now: datetime | None = None) -> bool:
+        """Whether the token of ``(kind, name)`` (an :meth:`owner` answer) has expired."""
+        until = self.expires.get((kind, name))
+        return until is not None and (now or datetime.now(UTC)) >= until
 
     def owner(self, token: str) -> tuple[Literal["booth", "channel"], str] | None:
         """Who holds ``token``: ``("booth", booth_id)``, ``("channel", name)`` or None.
@@ -113,21 +144,48 @@ def load_tokens(path: Path | None) -> Tokens:
         log.error("token file %s unreadable, no tokens in force: %s", path, exc)
         return Tokens()
     booths: dict[str, str] = {}
-    for name, digest in _table(doc, "booths", path).items():
-        if not isinstance(digest, str) or not _HEX64.match(digest):
+    expires: dict[tuple[str, str], datetime] = {}
+    for name, value in _table(doc, "booths", path).items():
+        grant = _grant(value)
+        if grant is None:
             log.error("token file %s: booth entry %r ignored (want \"<booth id>\" = "
-                      "\"<sha256 hex>\")", path, name)
+                      "\"<sha256 hex>\" or {sha256 = \"<sha256 hex>\", expires = "
+                      "<date-time with offset>})", path, name)
             continue
-        booths[name] = digest
+        booths[name] = grant.sha256
+        if grant.expires is not None:
+            expires[("booth", name)] = grant.expires
     channels: dict[str, str] = {}
-    for name, digest in _table(doc, "channels", path).items():
-        if (name.split(":", 1)[0] not in ONLINE_CHANNELS or not isinstance(digest, str)
-                or not _HEX64.match(digest)):
-            log.error("token file %s: channel entry %r ignored (want <channel>[:<name>] = "
-                      "\"<sha256 hex>\", channel one of %s)", path, name, ", ".join(ONLINE_CHANNELS))
+    for name, value in _table(doc, "channels", path).items():
+        grant = _grant(value)
+        if grant is None or not _channel_name_ok(name):
+            log.error("token file %s: channel entry %r ignored (want <channel>[:<integrator>] = "
+                      "\"<sha256 hex>\" or a table {sha256, expires}, channel one of %s, "
+                      "integrator of letters, digits and . _ / -)", path, name,
+                      ", ".join(ONLINE_CHANNELS))
             continue
-        channels[name] = digest
-    return Tokens(booths, channels)
+        channels[name] = grant.sha256
+        if grant.expires is not None:
+            expires[("channel", name)] = grant.expires
+    return Tokens(booths, channels, expires)
+
+
+def _grant(value: object) -> Grant | None:
+    """An entry of the file (the hash, or a table of hash and expiry) or None if malformed.
+
+    An expiry without an offset is malformed rather than read in some zone: a token
+    that might outlive its intended end is not granted at all.
+    """
+    if isinstance(value, str):
+        return Grant(value) if _HEX64.match(value) else None
+    if not isinstance(value, dict) or not value.keys() <= {"sha256", "expires"}:
+        return None
+    digest, expires = value.get("sha256"), value.get("expires")
+    if not isinstance(digest, str) or not _HEX64.match(digest):
+        return None
+    if expires is not None and (not isinstance(expires, datetime) or expires.tzinfo is None):
+        return None
+    return Grant(digest, expires)
 
 
 def _table(doc: Mapping[str, object], name: str, path: Path) -> Mapping[str, object]:
@@ -161,10 +219,14 @@ class TokenSource:
         return self._tokens
 
 
-def write_tokens_file(path: Path, booths: Mapping[str, str] | None = None,
-                      channels: Mapping[str, str] | None = None) -> None:
-    """Merge token *hashes* into ``path`` (atomic replace), keeping the entries already there."""
-    current: dict[str, dict[str, str]] = {"booths": {}, "channels": {}}
+def write_tokens_file(path: Path, booths: Mapping[str, str | Grant] | None = None,
+                      channels: Mapping[str, str | Grant] | None = None) -> None:
+    """Merge token *hashes* into ``path`` (atomic replace), keeping the entries already there.
+
+    An entry is a hash or a :class:`Grant` (hash and expiry); entries already in the
+    file keep their form, expiry included.
+    """
+    current: dict[str, dict[str, object]] = {"booths": {}, "channels": {}}
     if path.exists():
         loaded = tomllib.loads(path.read_text())
         for table in current:
@@ -174,24 +236,46 @@ def write_tokens_file(path: Path, booths: Mapping[str, str] | None = None,
     lines = ["# rekap token hashes (SHA-256). Never store the tokens themselves."]
     for table, entries in current.items():
         lines.append(f"[{table}]")
-        lines += [f'"{name}" = "{digest}"' for name, digest in sorted(entries.items())]
+        lines += [f"{json.dumps(name)} = {_entry_text(value)}"
+                  for name, value in sorted(entries.items())]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(path)
 
 
-def issue_token(path: Path, name: str, registry: Registry) -> str:
+def _entry_text(value: object) -> str:
+    """One entry as TOML: the plain hash, or the table form when it carries an expiry."""
+    if isinstance(value, Grant):
+        value = {"sha256": value.sha256, "expires": value.expires}
+    if isinstance(value, dict):
+        if value.get("expires") is None:
+            return json.dumps(value["sha256"])
+        # A TOML offset date-time is RFC 3339, which isoformat() of an aware datetime is.
+        return (f"{{ sha256 = {json.dumps(value['sha256'])}, "
+                f"expires = {value['expires'].isoformat()} }}")
+    return json.dumps(value)
+
+
+def issue_token(path: Path, name: str, registry: Registry, *,
+                expires: datetime | None = None) -> str:
     """A fresh token for a booth of ``registry`` or a channel; only its hash goes to ``path``.
 
-    ``name`` is a booth id, an online channel, or ``<channel>:<integrator>``. Returns the
-    token itself: the caller shows it once, it is stored nowhere.
+    ``name`` is a booth id, an online channel, or ``<channel>:<integrator>``; ``expires``
+    (with a time zone) is when it stops working, never by default. Returns the token
+    itself: the caller shows it once, it is stored nowhere.
     """
+    if expires is not None and expires.tzinfo is None:
+        raise ConfigError(f"expiry {expires.isoformat()} needs a UTC offset, e.g. "
+                          "2022-06-06T22:00:00+07:00")
     token = new_token()
+    grant = Grant(hash_token(token), expires)
     if name.split(":", 1)[0] in ONLINE_CHANNELS:
-        write_tokens_file(path, channels={name: hash_token(token)})
+        if not _channel_name_ok(name):
+            raise ConfigError(f"{name!r}: an integrator name is 1-80 letters, digits and . _ / -")
+        write_tokens_file(path, channels={name: grant})
     elif name in registry.booths:
-        write_tokens_file(path, booths={name: hash_token(token)})
+        write_tokens_file(path, booths={name: grant})
     else:
         raise ConfigError(f"{name!r} is neither a booth in the registry nor a channel "
                           f"({', '.join(ONLINE_CHANNELS)}, or <channel>:<integrator>)")

@@ -7,10 +7,12 @@ documents them for other teams)::
                        derived from a channel's own order id); unique per IKM:
                        (ikm_id, sale_id) identifies a sale
     kind         "sale" | "refund"
-    refund_of    str   the sale_id a refund takes back, a sale of the same IKM (refunds only)
+    refund_of    str   the sale_id a refund takes back, a sale of the same IKM, event and
+                       channel (refunds only; the channel is checked in the Redis apply)
     ikm_id       str   registered IKM taking part in event_id
     event_id     str   registered event
-    channel      "offline" | "marketplace" | "virtual_expo" | "website"
+    channel      "offline" | "marketplace" | "virtual_expo" | "website"; one the event takes
+                       (its ``channels`` in the registry, default all)
     amount_idr   int   whole rupiah, > 0, at most the event's max_sale_idr
     quantity     int   units, >= 1 (a refund may take back 0 units: a price adjustment)
     sku          str   optional
@@ -87,6 +89,8 @@ class Reason(StrEnum):
     UNKNOWN_EVENT = "unknown_event"
     UNKNOWN_IKM = "unknown_ikm"
     IKM_NOT_IN_EVENT = "ikm_not_in_event"
+    #: the event's ``channels`` (registry) leave out the sale's channel: a booths-only exhibition
+    CHANNEL_NOT_IN_EVENT = "channel_not_in_event"
     OUTSIDE_EVENT_WINDOW = "outside_event_window"
     BOOTH_REQUIRED = "booth_required"
     UNKNOWN_BOOTH = "unknown_booth"
@@ -496,7 +500,7 @@ def _validate(data: dict[str, Any], registry: Registry) -> Sale:
         refund_of = _ident(refund_of, "refund_of")
     _check_numbers(kind, amount, quantity, sale_id, refund_of)
     occurred_at = _timestamp(occurred_text)
-    day = _place(registry, event_id, ikm_id, amount, occurred_at)
+    day = _place(registry, event_id, ikm_id, channel, amount, occurred_at)
     if channel == "offline":
         _check_booth(registry, booth_id, event_id, ikm_id)
     # A sale rarely carries unknown fields: one C-level subset test instead of the comprehension.
@@ -564,9 +568,9 @@ def _check_numbers(kind: str, amount: int, quantity: int, sale_id: str,
         raise _Reject(Reason.REFUND_WITHOUT_TARGET, "a refund cannot refund itself")
 
 
-def _place(registry: Registry, event_id: str, ikm_id: str, amount: int,
+def _place(registry: Registry, event_id: str, ikm_id: str, channel: str, amount: int,
            occurred_at: datetime) -> date:
-    """The record's local day, once its event, IKM, amount cap and date window agree."""
+    """The record's local day, once its event, IKM, channel, amount cap and date window agree."""
     event = registry.events.get(event_id)
     if event is None:
         raise _Reject(Reason.UNKNOWN_EVENT, f"event {_clip(event_id)} is not in the registry")
@@ -574,6 +578,10 @@ def _place(registry: Registry, event_id: str, ikm_id: str, amount: int,
         raise _Reject(Reason.UNKNOWN_IKM, f"IKM {ikm_id!r} is not in the registry")
     if ikm_id not in event.ikm:
         raise _Reject(Reason.IKM_NOT_IN_EVENT, f"IKM {ikm_id!r} does not take part in {event_id!r}")
+    if channel not in event.channels:
+        raise _Reject(Reason.CHANNEL_NOT_IN_EVENT,
+                      f"event {event_id!r} takes only channel(s) {', '.join(sorted(event.channels))}, "
+                      f"not {channel!r}")
     if amount > event.max_sale_idr:
         raise _Reject(Reason.AMOUNT_TOO_LARGE,
                       f"amount_idr {_clip(amount)} is above the cap {event.max_sale_idr} of {event_id!r}")

@@ -14,13 +14,13 @@ IKM, the record key, so partitions never depend on each other):
 * ``(ikm_id, sale_id)`` seen before → ``duplicate:sale_id`` if event, amount, kind
   and ``refund_of`` are equal, else ``rejected:sale_id_conflict``;
 * a refund whose target is not a booked sale of the same IKM →
-  ``rejected:unknown_refund_target``; of another event or itself a refund →
-  ``rejected:refund_mismatch``; taking back more rupiah or units than are left →
-  ``rejected:refund_exceeds_sale``;
+  ``rejected:unknown_refund_target``; of another event or channel, or itself a refund →
+  ``rejected:refund_mismatch`` (a refund comes through its sale's channel); taking
+  back more rupiah or units than are left → ``rejected:refund_exceeds_sale``;
 * otherwise ``applied``: the event and every ancestor (:meth:`Registry.chain`),
   for the event and for the IKM, add a sale / subtract a refund. **A refund is
-  booked on its sale's channel and local day**, whatever its own say, so a day's
-  or a channel's net never goes below zero and a day closes with its own sales.
+  booked on its sale's local day** (and channel, which is its own), whatever its
+  own day, so a day's net never goes below zero and a day closes with its own sales.
 
 Only the *defended* numbers are modelled: every integer field of the totals
 and day hashes, the leaderboards and the per-tree ``stats`` identity. The
@@ -111,7 +111,7 @@ class Ledger:
             if target is None:
                 return f"rejected:{Reason.UNKNOWN_REFUND_TARGET}"
             t = target.sale
-            if t.kind != "sale" or t.event_id != sale.event_id:
+            if t.kind != "sale" or t.event_id != sale.event_id or target.channel != sale.channel:
                 return f"rejected:{Reason.REFUND_MISMATCH}"
             if (target.refunded + sale.amount_idr > t.amount_idr
                     or target.refunded_qty + sale.quantity > t.quantity):

@@ -73,11 +73,37 @@ the same integer (doubles are exact up to 2**53 rupiah, about Rp9 kuadriliun).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
 Channel = Literal["offline", "marketplace", "virtual_expo", "website"]
 CHANNELS: Final[tuple[Channel, ...]] = ("offline", "marketplace", "virtual_expo", "website")
+
+#: The sale_id namespace of each online channel: its adapters derive ids as
+#: ``<prefix>:<integrator>:<order>`` (``mp:tokopedia:<shop>:<order>``, ``web:esmartikm:<order>``,
+#: ``vx:telkom:<trx>``). Order ids are predictable, so ingest lets a channel token post only ids
+#: (and ``refund_of``) in its own namespace, and a booth none in any (booths mint ULIDs).
+#: Part of the ids already on the topic: never change a prefix.
+CHANNEL_ID_PREFIX: Final[Mapping[Channel, str]] = {
+    "marketplace": "mp", "website": "web", "virtual_expo": "vx"}
+
+
+def sale_id_namespace(channel: str, integrator: str | None = None) -> str:
+    """What every sale_id of ``channel`` (of ``integrator`` within it, if given) starts with:
+    ``"mp:"``, ``"mp:tokopedia:"``. :class:`KeyError` for a channel without one (offline)."""
+    prefix = _PREFIX_OF[channel]
+    return f"{prefix}:" if integrator is None else f"{prefix}:{integrator}:"
+
+
+def channel_of_sale_id(sale_id: str) -> Channel | None:
+    """The online channel whose namespace ``sale_id`` lies in, or None (a booth's id)."""
+    head, sep, _ = sale_id.partition(":")
+    return _CHANNEL_OF.get(head) if sep else None
+
+
+_PREFIX_OF: Final[dict[str, str]] = {c: p for c, p in CHANNEL_ID_PREFIX.items()}
+_CHANNEL_OF: Final[dict[str, Channel]] = {p: c for c, p in CHANNEL_ID_PREFIX.items()}
 
 #: Integer fields of every totals hash (event and IKM) and of every day bucket.
 #: amount_idr is net: gross_idr - refunds_idr. quantity is net too.

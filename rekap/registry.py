@@ -13,6 +13,8 @@ One TOML file, loaded by every component (worker, ingest, simulator, exporter)::
     ends_on = 2022-06-17
     parent = ""                        # optional: totals roll up into the parent
     max_sale_idr = 500000000           # optional cap per record (absurd-amount guard)
+    channels = ["offline"]             # optional: the only channels whose sales it takes
+                                       # (default: every channel); ["offline"] = booths only
     ikm = ["lampung-ethnica", ...]     # participants (a child's must be in its parent)
 
     [[ikm]]
@@ -51,6 +53,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rekap.errors import RegistryError
 from rekap.filewatch import FileWatch
+from rekap.names import CHANNELS
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,10 @@ class Event:
     ikm: frozenset[str]
     parent: str | None = None
     max_sale_idr: int = DEFAULT_MAX_SALE_IDR
+    #: Channels whose sales the event takes (``channels`` in the file; default all). The
+    #: contract rejects any other (``channel_not_in_event``) and ingest refuses a channel
+    #: token there, so an exhibition of booths stays booths only.
+    channels: frozenset[str] = frozenset(CHANNELS)
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,9 @@ def _check_booth(booth: Booth, events: Mapping[str, Event]) -> None:
     if not booth.ikm <= booth_event.ikm:
         raise RegistryError(f"booth {booth.id!r} lists IKM not in event {booth_event.id!r}: "
                             f"{sorted(booth.ikm - booth_event.ikm)}")
+    if "offline" not in booth_event.channels:
+        raise RegistryError(f"booth {booth.id!r} is for event {booth_event.id!r}, whose channels "
+                            f"{sorted(booth_event.channels)} leave out 'offline' (booth sales)")
 
 
 class RegistrySource:
@@ -256,7 +266,16 @@ def _event(x: Mapping[str, Any]) -> Event:
         ikm=frozenset(_slug("ikm", i) for i in x.get("ikm", [])),
         parent=x.get("parent") or None,
         max_sale_idr=max_sale,
+        channels=_channels(ev_id, x.get("channels", list(CHANNELS))),
     )
+
+
+def _channels(ev_id: str, value: Any) -> frozenset[str]:
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(c, str) and c in CHANNELS for c in value)):
+        raise RegistryError(f"event {ev_id!r}: channels must be a non-empty list of "
+                            f"{', '.join(CHANNELS)}, got {value!r}")
+    return frozenset(value)
 
 
 def _ikm(x: Mapping[str, Any]) -> Ikm:

@@ -99,6 +99,14 @@ class Settings:
     ingest_port: int = 16067
     #: The leaderboard exporter (/metrics with the top-K gauges).
     exporter_port: int = 16068
+    #: TLS for ingest and the worker's web port: a PEM certificate (chain) and its key. Both
+    #: or neither; with both, they serve HTTPS only (rekap.tls). ``rekap tls init`` makes a
+    #: local CA and a certificate for demos.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: A PEM CA bundle rekap's own HTTP clients (booth sync, imports, the simulator) trust
+    #: instead of the system's; empty: the system's CAs.
+    tls_ca: Path | None = None
 
     #: Largest batch the worker applies at once: it takes whatever has arrived, up to this
     #: many records, and never waits for more (streams.consume).
@@ -114,14 +122,32 @@ class Settings:
     leaderboard_top_k: int = 10
     #: Largest request body ingest accepts, in bytes.
     max_body_bytes: int = 1_048_576
+    #: Ingest's rate limits (producers.ingest.limits), 0 = off. Per token: requests/s and
+    #: burst. A booth syncs its backlog in batches (one request each) and a channel posts a
+    #: webhook per order, so neither comes near 1,000/s; the load benchmark's 64 clients
+    #: over 6 booth tokens post ~250/s per token at the 1,500/s target.
+    ingest_rate_per_token: float = 1000.0
+    ingest_burst_per_token: int = 2000
+    #: Requests with a bad or no token, per client address: requests/s and burst. Generous
+    #: for a venue NAT where a few devices retry an old token with backoff; a client
+    #: sending bad tokens in a loop is answered 429 after the burst.
+    ingest_rate_per_address: float = 2.0
+    ingest_burst_per_address: int = 60
+    #: POST requests ingest processes at once, past which it answers 429 ``too_busy``: above
+    #: the benchmark's 64 clients with room for booths; with 1 MiB bodies it also bounds
+    #: the memory requests hold (256 MiB).
+    ingest_max_in_flight: int = 256
 
     #: The booth client (``rekap booth``): this booth's id, the ingest base URL (empty:
-    #: ``http://<host>:<ingest_port>``) and the booth's token.
+    #: ``http(s)://<host>:<ingest_port>``, https with TLS settings) and the booth's token.
     booth_id: str = ""
     booth_url: str = ""
     booth_token: str = field(default="", repr=False)
     #: A channel's token, for ``rekap import --via ingest``.
     channel_token: str = field(default="", repr=False)
+    #: The ingest base URL as booth tablets reach it, for pairing links
+    #: (``rekap registry issue-token``); empty: ``http(s)://<host>:<ingest_port>``.
+    public_url: str = ""
 
     #: Where local processes keep pids, logs, data and outboxes.
     runtime_dir: Path = Path(".rekap")
@@ -158,6 +184,7 @@ class Settings:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"REKAP_{name.upper()} must be at least 1")
+        self._check_ingest_limits()
         for name in ("replication_factor", "min_insync_replicas"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"REKAP_{name.upper()} must be 0 (auto) or a replica count")
@@ -180,6 +207,12 @@ class Settings:
         if not self.redis_prefix or any(c in self.redis_prefix for c in "{} "):
             raise ConfigError("REKAP_REDIS_PREFIX must be non-empty, without braces or spaces")
         parse_redis_url(self.redis_url)
+
+    def _check_ingest_limits(self) -> None:
+        for name in ("ingest_rate_per_token", "ingest_burst_per_token", "ingest_rate_per_address",
+                     "ingest_burst_per_address", "ingest_max_in_flight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"REKAP_{name.upper()} must be 0 (no limit) or positive")
 
     @property
     def heartbeat_interval_s(self) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rekap.settings import Settings
+from rekap.tls import server_context
 from streams.consume import BatchApp
 
 #: Faust's own offset-commit interval (its default, stated). A crash replays at
@@ -65,6 +66,7 @@ def create_app(settings: Settings) -> BatchApp:
     """Build the worker app for ``settings`` (app id = consumer group = ``REKAP_APP_ID``)."""
     datadir = settings.runtime_dir.resolve() / "faust" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
+    ssl_context = server_context(settings)
     app = BatchApp(
         settings.app_id,
         datadir=str(datadir),
@@ -72,6 +74,9 @@ def create_app(settings: Settings) -> BatchApp:
         web_port=settings.worker_port,
         web_bind=settings.host,
         web_host=settings.host,
+        # Faust hands it to aiohttp's TCPSite: read API, venue page and /metrics on HTTPS only.
+        web_ssl_context=ssl_context,
+        canonical_url=f"{'https' if ssl_context else 'http'}://{settings.host}:{settings.worker_port}",
         **faust_options(settings),
     )
 

@@ -43,7 +43,9 @@ forever::
   answer is exact;
 * the channel letter and the day (``date.toordinal()``, 3 bytes big-endian:
   every date Python has) are where a refund of the sale is booked; the script
-  turns them back into the same ``channel`` and ``YYYY-MM-DD`` strings;
+  turns them back into the same ``channel`` and ``YYYY-MM-DD`` strings, and
+  rejects a refund whose own ``channel`` (R_CHANNEL) is another
+  (``refund_mismatch``: a refund comes through its sale's channel);
 * the sale's numbers are what refunds are checked against and add up to;
 * a refund is never a refund target, so it keeps only what tells a resend from
   a conflict. Its fingerprint is 4 bytes of a hash: a refund resent under the

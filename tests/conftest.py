@@ -115,6 +115,9 @@ def settings(base_settings: Settings, kafka_ready: str, redis_session: redis.Red
         ingest_port=free_port(),
         exporter_port=free_port(),
         runtime_dir=tmp_path / "runtime",
+        # Plain HTTP even in a shell that ran `eval "$(deploy/local/stack env)"`; the TLS
+        # tests turn it on themselves (tests/rekap/test_tls.py, tests/producers/test_ingest_tls.py).
+        tls_cert=None, tls_key=None, tls_ca=None,
     )
     ensure_topics(s)
     yield s

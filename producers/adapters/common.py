@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from rekap.contract import MAX_ID_LENGTH, Reason, Rejection
@@ -22,7 +22,13 @@ from rekap.days import local_day, zone
 from rekap.registry import Registry
 
 _ID_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
-_GROUPED_IDR = re.compile(r"^\d{1,3}(\.\d{3})+$")
+# ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+_DIGITS = re.compile(r"^[0-9]{1,18}$")
+_GROUPED_IDR = re.compile(r"^[0-9]{1,3}(\.[0-9]{3}){1,5}$")
+#: Timestamps whose UTC instant is this close to datetime's ends cannot be placed in every
+#: time zone (year 1 with +23:59, year 9999 with -23:59 overflow).
+_EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=2)
+_LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -74,13 +80,13 @@ def amount_idr(value: Any, what: str) -> int:
         amount = value
     elif isinstance(value, str):
         text = value.strip().removeprefix("Rp").removeprefix("IDR").strip()
-        if text.isdigit():
+        if _DIGITS.match(text):
             amount = int(text)
         elif _GROUPED_IDR.match(text):
             amount = int(text.replace(".", ""))
         else:
-            raise Reject(Reason.WRONG_TYPE, f"{what} {value!r} is not whole rupiah "
-                                            "(digits, optionally grouped with dots)")
+            raise Reject(Reason.WRONG_TYPE, f"{what} {value[:40]!r} is not whole rupiah "
+                                            "(up to 18 digits, optionally grouped with dots)")
     else:
         raise Reject(Reason.WRONG_TYPE, f"{what} must be whole rupiah, got {type(value).__name__}")
     if amount <= 0:
@@ -89,7 +95,7 @@ def amount_idr(value: Any, what: str) -> int:
 
 
 def count(value: Any, what: str, minimum: int = 1) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _DIGITS.match(value.strip()):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise Reject(Reason.WRONG_TYPE, f"{what} must be an integer")
@@ -126,6 +132,12 @@ def timestamp(value: Any, what: str, tz: str = "Asia/Jakarta") -> str:
         raise Reject(Reason.BAD_TIMESTAMP, f"{what} {value!r} is not a date-time") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone(tz))
+    try:
+        placeable = _EARLIEST <= moment <= _LATEST
+    except OverflowError:  # its UTC instant is outside what datetime holds
+        placeable = False
+    if not placeable:
+        raise Reject(Reason.BAD_TIMESTAMP, f"{what} {value[:40]!r} is too close to year 1 or 9999")
     return moment.isoformat(timespec="seconds")
 
 

@@ -36,9 +36,12 @@ from producers.adapters.common import (
     timestamp,
 )
 from rekap.contract import Reason
+from rekap.names import CHANNEL_ID_PREFIX
 from rekap.registry import Registry
 
 CHANNEL = "marketplace"
+#: The channel's sale_id namespace (rekap.names): ingest holds its tokens to it.
+PREFIX = CHANNEL_ID_PREFIX["marketplace"]
 PAID = "paid"
 REFUNDING = frozenset({"cancelled", "returned", "refunded"})
 
@@ -60,7 +63,7 @@ def _one(body: Any, registry: Registry) -> Item:
         status = body.get("status")
         if not isinstance(status, str):
             raise Reject(Reason.MISSING_FIELD, "status is required")
-        base_id = make_id("mp", market, shop, order)
+        base_id = make_id(PREFIX, market, shop, order)
         source = {"marketplace": market, "order_id": order, "status": status}
         if status != PAID and status not in REFUNDING:
             return Item(ref, None)

@@ -30,9 +30,12 @@ from producers.adapters.common import (
     timestamp,
 )
 from rekap.contract import Reason
+from rekap.names import CHANNEL_ID_PREFIX
 from rekap.registry import Registry
 
 CHANNEL = "virtual_expo"
+#: The channel's sale_id namespace (rekap.names): ingest holds its tokens to it.
+PREFIX = CHANNEL_ID_PREFIX["virtual_expo"]
 PROVIDER = "telkom"
 REQUIRED = ("trx_id", "tenant_id", "trx_time", "qty", "total_idr", "status")
 
@@ -59,10 +62,10 @@ def _row(row: dict[str, str | None], line: int, registry: Registry) -> Item:
         event = event_for(registry, tenant, when, (row.get("event_id") or "").strip() or None)
         refund_of = None
         if status == "REFUND":
-            refund_of = make_id("vx", PROVIDER, id_part((row.get("ref_trx_id") or "").strip(),
+            refund_of = make_id(PREFIX, PROVIDER, id_part((row.get("ref_trx_id") or "").strip(),
                                                         "ref_trx_id"))
         return Item(ref, sale(
-            sale_id=make_id("vx", PROVIDER, trx), ikm_id=tenant, event_id=event, channel=CHANNEL,
+            sale_id=make_id(PREFIX, PROVIDER, trx), ikm_id=tenant, event_id=event, channel=CHANNEL,
             amount=amount_idr((row.get("total_idr") or "").strip(), "total_idr"),
             quantity=count((row.get("qty") or "").strip(), "qty", minimum=0 if refund_of else 1),
             occurred_at=when, sku=(row.get("sku") or "").strip() or None, refund_of=refund_of,

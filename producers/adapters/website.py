@@ -29,9 +29,12 @@ from producers.adapters.common import (
     timestamp,
 )
 from rekap.contract import Reason
+from rekap.names import CHANNEL_ID_PREFIX
 from rekap.registry import Registry
 
 CHANNEL = "website"
+#: The channel's sale_id namespace (rekap.names): ingest holds its tokens to it.
+PREFIX = CHANNEL_ID_PREFIX["website"]
 SITE = "esmartikm"
 PAID = frozenset({"settlement", "paid", "capture"})
 
@@ -56,7 +59,8 @@ def _order(order: Any, registry: Registry) -> list[Item]:
             raise Reject(Reason.NOT_AN_OBJECT, "an order is a JSON object")
         order_no = id_part(order.get("order_no"), "order_no")
         merchant = id_part(order.get("merchant_id"), "merchant_id")
-        if order.get("payment_status") not in PAID:
+        status = order.get("payment_status")
+        if not isinstance(status, str) or status not in PAID:
             return [Item(ref, None)]
         lines = order.get("lines")
         if not isinstance(lines, list) or not lines:
@@ -67,7 +71,7 @@ def _order(order: Any, registry: Registry) -> list[Item]:
                                             f"sum of the lines {total}")
         created = timestamp(order.get("created_at"), "created_at")
         event = event_for(registry, merchant, created, order.get("event_id"))
-        sale_id = make_id("web", SITE, order_no)
+        sale_id = make_id(PREFIX, SITE, order_no)
         out = [Item(ref, sale(sale_id=sale_id, ikm_id=merchant, event_id=event, channel=CHANNEL,
                               amount=total, quantity=quantity, occurred_at=created,
                               sku=sku,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,16 +94,18 @@ class AuthError(RekapError):
 def sync(outbox: Outbox, url: str, token: str, *, batch: int = 100, max_attempts: int = 10,
          deadline_s: float | None = None, timeout_s: float = 30.0,
          rng: random.Random | None = None, sleep: Callable[[float], None] = time.sleep,
-         on_batch: Callable[[SyncReport], None] | None = None) -> SyncReport:
+         on_batch: Callable[[SyncReport], None] | None = None,
+         tls: ssl.SSLContext | None = None) -> SyncReport:
     """Send every pending sale; returns when none is pending, or attempts/deadline run out.
 
     ``max_attempts`` counts consecutive failed requests: a request that settles its
-    whole batch starts the count again.
+    whole batch starts the count again. ``tls`` verifies an https ingest
+    (:func:`rekap.tls.client_context`); None: the system's CAs.
     """
     report = SyncReport()
     started = time.monotonic()
     retry = Retry(BOOTH_BACKOFF, max_attempts, rng or random.Random(), sleep)
-    with IngestClient(url, token, timeout_s=timeout_s) as client:
+    with IngestClient(url, token, timeout_s=timeout_s, tls=tls) as client:
         while True:
             todo = outbox.pending(batch)
             if not todo:

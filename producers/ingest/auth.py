@@ -8,19 +8,38 @@ A **booth** principal may post only ``channel = offline`` sales for its own
 ``booth_id`` (filled in when absent), its registered event and its IKM
 (403 ``booth_not_allowed`` otherwise). A **channel** principal may post only
 sales of its own channel (403 ``channel_not_allowed``), for any IKM taking part
-in the event; the contract checks the rest. Channel tokens cannot post
-``offline`` sales: only booths can.
+in an event that takes that channel (the registry's ``channels``; a booths-only
+exhibition refuses it, 403 ``channel_not_allowed``); the contract checks the
+rest. Channel tokens cannot post ``offline`` sales: only booths can.
+
+Sale ids are namespaced (:data:`rekap.names.CHANNEL_ID_PREFIX`), because a
+channel's ids are derived from its order numbers, which anyone can guess: a
+token ``<channel>`` posts only ``sale_id`` and ``refund_of`` starting
+``<prefix>:``, a token ``<channel>:<integrator>`` only those starting
+``<prefix>:<integrator>:``, and a booth none starting with any channel's prefix
+(403 ``sale_id_not_allowed``). So one integrator cannot claim another's orders
+before they arrive, nor refund a sale of another channel or of a booth: a
+refund comes through the channel of its sale (the worker checks that again
+against the ledger, for records that never passed ingest).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, Final, Literal
 
-from producers.ingest.outcomes import CHANNEL_NOT_ALLOWED
+from producers.ingest.outcomes import CHANNEL_NOT_ALLOWED, SALE_ID_NOT_ALLOWED
 from producers.tokens import Tokens
 from rekap.contract import Reason
+from rekap.names import CHANNEL_ID_PREFIX, sale_id_namespace
 from rekap.registry import Registry
+
+#: The 401 details: no usable token, and a known token past its expiry.
+INVALID_TOKEN: Final = "a valid bearer token is required"  # noqa: S105 - a message, not a secret
+TOKEN_EXPIRED: Final = "token expired"  # noqa: S105 - a message, not a secret
+
+_CHANNEL_PREFIXES: Final = tuple(f"{p}:" for p in CHANNEL_ID_PREFIX.values())
 
 
 @dataclass(frozen=True)
@@ -32,6 +51,18 @@ class Principal:
     channel: str  # "offline" for booths
     event: str | None = None
     ikm: frozenset[str] = frozenset()
+    #: What every sale_id and refund_of it posts starts with ("mp:", "mp:tokopedia:");
+    #: "" for a booth, whose ids must instead start with no channel's prefix.
+    namespace: str = ""
+    #: Events whose registry ``channels`` leave out this principal's channel.
+    closed_events: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Unauthenticated:
+    """Why a request has no principal (HTTP 401): :data:`INVALID_TOKEN` or :data:`TOKEN_EXPIRED`."""
+
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -46,29 +77,45 @@ def bearer_token(header: str | None) -> str | None:
     if not header:
         return None
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    # Tokens are ASCII; anything else (raw 0xff bytes arrive as surrogate escapes) is
+    # no token, and must not reach hashing, which would fail to encode it.
+    if scheme.lower() != "bearer" or not token.strip() or not token.isascii():
         return None
     return token.strip()
 
 
-def authenticate(token: str | None, registry: Registry, tokens: Tokens) -> Principal | None:
-    """The principal owning ``token``, or None.
+def identify(token: str | None, registry: Registry, tokens: Tokens,
+             now: datetime | None = None) -> Principal | Unauthenticated:
+    """The principal owning ``token``, or why there is none.
 
     A booth token counts only while its booth is in the registry: a booth removed from
-    the registry is refused even if the token file still names it.
+    the registry is refused even if the token file still names it. A token past its
+    ``expires`` is refused with its own detail, so its holder knows to ask for a new one.
     """
     if not token:
-        return None
+        return Unauthenticated(INVALID_TOKEN)
     owner = tokens.owner(token)
     if owner is None:
-        return None
+        return Unauthenticated(INVALID_TOKEN)
     kind, name = owner
+    if tokens.expired(kind, name, now):
+        return Unauthenticated(TOKEN_EXPIRED)
     if kind == "channel":
-        return Principal("channel", name, name.split(":", 1)[0])
+        channel, _, integrator = name.partition(":")
+        closed = frozenset(e.id for e in registry.events.values() if channel not in e.channels)
+        return Principal("channel", name, channel,
+                         namespace=sale_id_namespace(channel, integrator or None),
+                         closed_events=closed)
     booth = registry.booths.get(name)
     if booth is None:
-        return None
+        return Unauthenticated(INVALID_TOKEN)
     return Principal("booth", booth.id, "offline", booth.event, booth.ikm)
+
+
+def authenticate(token: str | None, registry: Registry, tokens: Tokens) -> Principal | None:
+    """:func:`identify` without the reason: the principal owning ``token``, or None."""
+    found = identify(token, registry, tokens)
+    return found if isinstance(found, Principal) else None
 
 
 def authorize(principal: Principal, item: dict[str, Any]) -> Denial | None:
@@ -91,9 +138,30 @@ def authorize(principal: Principal, item: dict[str, Any]) -> Denial | None:
             return Denial(Reason.BOOTH_NOT_ALLOWED.value,
                           f"booth {principal.name!r} may not post for IKM {item.get('ikm_id')!r} "
                           f"in event {item.get('event_id')!r}")
-        return None
+        return _booth_ids(principal, item)
     if channel != principal.channel:
         return Denial(CHANNEL_NOT_ALLOWED,
                       f"token {principal.name!r} may only post channel {principal.channel!r}, "
                       f"got {channel!r}")
+    event = item.get("event_id")
+    if event in principal.closed_events:
+        return Denial(CHANNEL_NOT_ALLOWED,
+                      f"event {event!r} does not take channel {principal.channel!r} "
+                      "(its registry entry lists the channels it takes)")
+    for name in ("sale_id", "refund_of"):
+        value = item.get(name)
+        if isinstance(value, str) and not value.startswith(principal.namespace):
+            return Denial(SALE_ID_NOT_ALLOWED,
+                          f"token {principal.name!r} may only post a {name} starting "
+                          f"{principal.namespace!r}, got {value[:80]!r}")
+    return None
+
+
+def _booth_ids(principal: Principal, item: dict[str, Any]) -> Denial | None:
+    for name in ("sale_id", "refund_of"):
+        value = item.get(name)
+        if isinstance(value, str) and value.startswith(_CHANNEL_PREFIXES):
+            return Denial(SALE_ID_NOT_ALLOWED,
+                          f"booth {principal.name!r} may not post a {name} in a channel's "
+                          f"namespace ({', '.join(_CHANNEL_PREFIXES)}), got {value[:80]!r}")
     return None

@@ -16,6 +16,7 @@ answer too, with no status, so callers handle every case in one place.
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,12 +71,16 @@ class Reply:
 class IngestClient:
     """HTTP to one ingest with one bearer token; a context manager holding the connection."""
 
-    def __init__(self, url: str, token: str | None = None, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, token: str | None = None, *, timeout_s: float = 30.0,
+                 tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: the context that verifies an https ingest (:func:`rekap.tls.client_context`,
+        which trusts ``REKAP_TLS_CA``); None: the system's CAs. Never unverified."""
         import httpx  # here, not at the top: ``rekap booth record`` never sends
 
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         self.url = url.rstrip("/")
-        self._client = httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers)
+        self._client = httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers,
+                                    verify=tls if tls is not None else True)
 
     def __enter__(self) -> IngestClient:
         return self

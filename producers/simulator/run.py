@@ -22,6 +22,7 @@ from producers.simulator.scenario import Emission, Scenario
 from rekap.errors import KafkaUnavailable, RekapError
 from rekap.money import format_idr, format_idr_short
 from rekap.settings import Settings
+from rekap.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def run_ingest(settings: Settings, scenario: Scenario, url: str, tokens: dict[st
     report = RunReport()
     started = time.monotonic()
     rng = random.Random(scenario.options.seed)
-    with IngestClient(url, timeout_s=30) as client:
+    with IngestClient(url, timeout_s=30, tls=client_context(settings)) as client:
         for chunk in _paced(scenario.emissions, rate, speedup, INGEST_BATCH):
             for sender, group in _by_sender(chunk):
                 token = _token_for(tokens, sender)

@@ -40,6 +40,7 @@ from typing import Any
 from producers.simulator import shape
 from producers.simulator.groundtruth import compute
 from rekap.days import zone
+from rekap.names import CHANNEL_ID_PREFIX
 from rekap.registry import Event, Registry
 
 UNIT = 500  # rupiah: every amount is a multiple of Rp500
@@ -284,6 +285,9 @@ def _bucket(rng: random.Random, opts: Options, event: Event, ikm: str, category:
     return out
 
 
+_MP, _WEB, _VX = (CHANNEL_ID_PREFIX[c] for c in ("marketplace", "website", "virtual_expo"))
+
+
 def _assign_ids(drafts: list[_Draft], rng: random.Random) -> None:
     """Channel order ids in time order, so they look like each channel's own numbering."""
     counters: dict[str, int] = {}
@@ -308,11 +312,11 @@ def _assign_ids(drafts: list[_Draft], rng: random.Random) -> None:
         elif channel == "marketplace":
             market = rng.choices(markets, weights=market_w)[0]
             order = (f"INV-20{stamp}-{n:07d}" if market == "tokopedia" else f"{stamp}{n:07d}")
-            r["sale_id"] = f"mp:{market}:{r['ikm_id']}:{order}"
+            r["sale_id"] = f"{_MP}:{market}:{r['ikm_id']}:{order}"
         elif channel == "website":
-            r["sale_id"] = f"web:esmartikm:ESI-2022-{n:06d}"
+            r["sale_id"] = f"{_WEB}:esmartikm:ESI-2022-{n:06d}"
         else:
-            r["sale_id"] = f"vx:telkom:VX{stamp}-{n:05d}"
+            r["sale_id"] = f"{_VX}:telkom:VX{stamp}-{n:05d}"
     for d in drafts:  # refunds were placed after their sale in time, so its id exists now
         r = d.record
         if r["kind"] == "refund" and "refund_of" not in r:
@@ -336,7 +340,10 @@ BAD_KINDS = ("non_positive_amount", "unknown_ikm", "bad_timestamp", "outside_eve
 
 def _bad(kind: str, n: int, template: dict[str, Any], at: int, prog: Event) -> tuple[bytes, bytes, str]:
     r = {k: v for k, v in template.items() if k != "refund_of"}
-    r.update(sale_id=f"sim-bad-{n:05d}", kind="sale")
+    # In the sending channel's namespace, so ingest judges the record itself and not its id.
+    prefix = CHANNEL_ID_PREFIX.get(template["channel"])
+    namespace = f"{prefix}:" if prefix else ""
+    r.update(sale_id=f"{namespace}sim-bad-{n:05d}", kind="sale")
     if kind == "non_positive_amount":
         r["amount_idr"] = 0
     elif kind == "unknown_ikm":
@@ -350,10 +357,11 @@ def _bad(kind: str, n: int, template: dict[str, Any], at: int, prog: Event) -> t
     elif kind == "malformed_json":
         return r["ikm_id"].encode(), _encode(r)[:40], "reject:malformed_json"
     elif kind == "unknown_refund_target":
-        r.update(kind="refund", refund_of=f"sim-missing-{n:05d}")
+        r.update(kind="refund", refund_of=f"{namespace}sim-missing-{n:05d}")
     elif kind == "booth_not_allowed":
-        r.update(channel="offline", event_id="lagawi-2022-kokas", booth_id="kokas-01",
-                 ikm_id="jahe-merah-mesuji", occurred_at="2022-06-02T15:00:00+07:00")
+        r.update(sale_id=f"sim-bad-{n:05d}", channel="offline", event_id="lagawi-2022-kokas",
+                 booth_id="kokas-01", ikm_id="jahe-merah-mesuji",
+                 occurred_at="2022-06-02T15:00:00+07:00")
     return r["ikm_id"].encode(), _encode(r), f"reject:{kind}"
 
 

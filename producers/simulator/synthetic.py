@@ -7,8 +7,9 @@ consumer tests feed it to the worker and check the totals.
 
 :func:`generate` returns valid sale and refund objects (dicts, as producers send
 them) for both Lagawi Fest events and every channel: sales across the days of
-each event (some at 23:30 UTC, which is the next WIB day), partial and full
-refunds of earlier sales that never exceed them, and a few identical resends.
+each event (some at 23:30 UTC, which is the next WIB day; only the channels the
+event takes), partial and full refunds of earlier sales that never exceed them,
+each through its sale's channel (and booth), and a few identical resends.
 Refunds always come after their sale in the same IKM's key, so in one
 partition, so the ledger sees them in order.
 """
@@ -57,15 +58,16 @@ def generate(registry: Registry, n: int, seed: int = 7, *, resend_every: int = 4
             refunded[sale["sale_id"]] = (done_amount + amount, done_qty + qty)
             refund = {k: v for k, v in sale.items() if k not in ("sale_id", "refund_of")}
             refund.update(sale_id=f"{prefix}-r{i}", kind="refund", refund_of=sale["sale_id"],
-                          amount_idr=amount, quantity=qty, channel=rng.choice(CHANNELS[1:]))
-            refund.pop("booth_id", None)
+                          amount_idr=amount, quantity=qty)
             out.append(refund)
             continue
         event = rng.choice(events)
         ikm = rng.choice(sorted(event.ikm))
-        channel = rng.choice(CHANNELS)
+        channel = rng.choice([c for c in CHANNELS if c in event.channels])
         booth = booth_of(registry, event.id, ikm)
         if channel == "offline" and booth is None:
+            if "website" not in event.channels:
+                continue
             channel = "website"
         days = (event.ends_on - event.starts_on).days
         day = event.starts_on + timedelta(days=rng.randint(0, days))

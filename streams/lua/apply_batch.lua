@@ -15,7 +15,7 @@
 --                                           and refund_of are equal, else
 --                                           rejected:sale_id_conflict
 --   refund: (ikm, refund_of) has no entry -> rejected:unknown_refund_target
---           target not a sale of the same event -> rejected:refund_mismatch
+--           target not a sale of the same event and channel -> rejected:refund_mismatch
 --           cumulative refunds above the sale's amount or quantity
 --                                        -> rejected:refund_exceeds_sale
 --   otherwise                            -> applied: totals of the event and every
@@ -332,6 +332,15 @@ local function refund_target(b, entry, amount, qty)
     return "rejected:refund_mismatch", "refund_of " .. refund_of .. " is a sale of " .. ikm
       .. " in another event, not in " .. event
   end
+  -- A refund comes through the channel of its sale: one channel (or a booth) may not take
+  -- back another's sales. Ingest checks it by sale_id namespace; this covers records that
+  -- reached the topic some other way.
+  local sale_channel = CHANNEL_OF_CODE[ssub(target, E_KIND, E_KIND_END)]
+  if sale_channel ~= A[b + R_CHANNEL] then
+    return "rejected:refund_mismatch", "refund_of " .. refund_of .. " is a sale of " .. ikm
+      .. " through channel " .. sale_channel .. "; a refund must come through that channel, not "
+      .. A[b + R_CHANNEL]
+  end
   local n = numbers_of(target)
   local refunded = tonumber(n[S_REFUNDED_IDR]) + amount
   local refunded_qty = tonumber(n[S_REFUNDED_QUANTITY]) + qty
@@ -342,7 +351,7 @@ local function refund_target(b, entry, amount, qty)
   end
   n[S_REFUNDED_IDR], n[S_REFUNDED_QUANTITY] = fmt(refunded), fmt(refunded_qty)
   put_entry(bucket, field, ssub(target, E_EVENT, E_NUMBERS - 1) .. table.concat(n, ","))
-  return nil, nil, CHANNEL_OF_CODE[ssub(target, E_KIND, E_KIND_END)], day_of(target)
+  return nil, nil, sale_channel, day_of(target)
 end
 
 local function apply_sale(b, op)

@@ -48,7 +48,7 @@ def install(app: Any, settings: Settings) -> None:
     from faust.sensors.prometheus import setup_prometheus_sensors
     from prometheus_client import REGISTRY
 
-    from streams.web.views import ROUTES, WebApi
+    from streams.web.views import ROUTES, WebApi, secured
 
     # Faust's metrics and ours share the default registry, so one page serves both.
     setup_prometheus_sensors(app, pattern="/metrics", registry=REGISTRY,
@@ -57,7 +57,7 @@ def install(app: Any, settings: Settings) -> None:
 
     api = WebApi(settings)
     for name, path, method in ROUTES:
-        app.page(path, name=name)(_page(faust_web.View, getattr(api, method)))
+        app.page(path, name=name)(_page(faust_web.View, secured(getattr(api, method))))
 
     @app.timer(interval=LAG_INTERVAL_S, name="rekap.consumer_lag")
     async def _consumer_lag() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from rekap.httpheaders import add_security_headers
 from rekap.names import Keys
 from rekap.redisconn import REDIS_ERRORS, AsyncClient, connect
 from rekap.registry import RegistrySource
@@ -41,6 +42,20 @@ DEFAULT_LIMIT = 10
 
 def _error(status: int, code: str, reason: str) -> web.Response:
     return web.json_response({"error": code, "reason": reason}, status=status)
+
+
+def secured(handler: Callable[[web.Request], Any]) -> Callable[[web.Request], Any]:
+    """``handler`` with rekap's security headers on its answer (:mod:`rekap.httpheaders`):
+    the CSP and framing rules on the venue page and its assets, nosniff and no-store on JSON.
+    A response the handler already sent (the event stream) set its own."""
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        response = await handler(request)
+        if not response.prepared:
+            add_security_headers(response.headers, response.content_type, tls=request.secure)
+        return response
+
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
 
 
 class WebApi:
@@ -120,9 +135,10 @@ class WebApi:
         event_id = request.match_info["event_id"]
         if event_id not in self.source.current().events:
             return _error(404, "not_found", f"event {event_id!r} is not in the registry")
-        resp = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no"})
+        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                   "X-Accel-Buffering": "no"}
+        add_security_headers(headers, "text/event-stream", tls=request.secure)
+        resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
         # Tell EventSource to reconnect quickly after a worker restart.
         await resp.write(b"retry: 1000\n\n")
@@ -191,7 +207,7 @@ def build_app(api: WebApi) -> web.Application:
     """A bare aiohttp application serving the same routes as the worker."""
     app = web.Application()
     for name, path, method in ROUTES:
-        app.router.add_get(path, getattr(api, method), name=name)
+        app.router.add_get(path, secured(getattr(api, method)), name=name)
 
     async def _close(_: web.Application) -> None:
         await api.close()

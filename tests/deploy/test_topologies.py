@@ -207,6 +207,13 @@ def assert_secret_stays_in_files(stack: Stack) -> None:
             assert conf.stat().st_mode & 0o077 == 0, f"{conf} holds the password but is readable by others"
 
 
+def tls_env_lines(runtime: Path) -> list[str]:
+    """What `stack env` adds once `up` made the local CA (HTTPS for ingest and the worker)."""
+    tls = runtime / "tls"
+    return [f"export REKAP_TLS_CERT={tls / 'server.pem'}", f"export REKAP_TLS_KEY={tls / 'server-key.pem'}",
+            f"export REKAP_TLS_CA={tls / 'ca.pem'}"]
+
+
 def test_redis_cluster_and_three_brokers(stack: Stack) -> None:
     # 1. Up: 6 Redis nodes + 3 brokers, healthy, with the pid file names of the topology.
     stack.run("up", "--redis-cluster", "--kafka-brokers", "3")
@@ -217,6 +224,7 @@ def test_redis_cluster_and_three_brokers(stack: Stack) -> None:
         f"export REKAP_KAFKA_BOOTSTRAP={BOOTSTRAP3}",
         'export REKAP_REDIS_URL="redis+cluster://:${REKAP_REDIS_PASSWORD}@'
         + ",".join(f"127.0.0.1:{p}" for p in CLUSTER_PORTS) + '/0"',
+        *tls_env_lines(stack.runtime),
     ]
     assert (stack.runtime / "topology").read_text().splitlines()[1:] == ["redis=cluster", "kafka-brokers=3"]
     assert_secret_stays_in_files(stack)
@@ -277,6 +285,7 @@ def test_redis_sentinel_follows_a_failover(stack: Stack) -> None:
         f"export REKAP_KAFKA_BOOTSTRAP=127.0.0.1:{KAFKA_PORT}",
         'export REKAP_REDIS_URL="redis+sentinel://:${REKAP_REDIS_PASSWORD}@'
         + ",".join(f"127.0.0.1:{p}" for p in SENTINEL_PORTS) + '/rekap/0"',
+        *tls_env_lines(stack.runtime),
     ]
     assert_secret_stays_in_files(stack)
 

@@ -13,6 +13,7 @@ from producers.ingest.app import create_app
 from producers.tokens import issue_demo_tokens, load_demo_secrets
 from rekap.registry import load_registry
 from rekap.settings import Settings
+from rekap.tls import server_context
 
 
 @dataclasses.dataclass
@@ -40,7 +41,8 @@ async def start_ingest(settings: Settings) -> tuple[web.AppRunner, web.Applicati
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.ingest_port).start()
+    await web.TCPSite(runner, settings.host, settings.ingest_port,
+                      ssl_context=server_context(settings)).start()
     return runner, app
 
 

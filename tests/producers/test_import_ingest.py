@@ -194,8 +194,10 @@ async def test_rows_kafka_did_not_acknowledge_exit_3_and_a_reimport_lands_them(
         ingest: Ingest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     csv_file = tmp_path / "export.csv"
     csv_file.write_text(SAMPLE.read_text() + BAD_ROWS.splitlines(keepends=True)[1])  # + unknown_ikm
-    producer = ingest.app[STATE].producer
-    monkeypatch.setattr(producer, "degraded", lambda: True)  # outage: ingest answers 503 per row
+    async def kafka_down() -> bool:
+        return True
+
+    monkeypatch.setattr(ingest.app[STATE], "kafka_down", kafka_down)  # outage: 503 per row
     down = await rekap_import(ingest, str(csv_file), "--via", "ingest")
     assert down.returncode == 3, down.stderr
     assert down.stdout.strip() == f"{csv_file}: 0 diterima, 1 ditolak, 1 diabaikan, 4 belum diterima Kafka"

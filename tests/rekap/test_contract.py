@@ -76,6 +76,16 @@ def test_each_rejection_names_its_reason(record: dict[str, Any], reason: Reason)
     assert result.detail
 
 
+@pytest.mark.parametrize("channel", ["marketplace", "website", "virtual_expo"])
+def test_an_online_sale_in_the_booths_only_exhibition_is_rejected(channel: str) -> None:
+    result = parse(sale(channel=channel, booth_id=None))
+    assert isinstance(result, Rejection) and result.reason is Reason.CHANNEL_NOT_IN_EVENT
+    assert "lagawi-2022-kokas" in result.detail and channel in result.detail
+    # The same sale in the programme, which takes every channel, is fine.
+    assert isinstance(parse(sale(channel=channel, booth_id=None, event_id="lagawi-2022",
+                                 occurred_at="2022-04-01T10:00:00+07:00")), Sale)
+
+
 def test_ikm_not_in_event() -> None:
     raw = REG.events["lagawi-2022-kokas"]
     narrowed = Registry(events={**REG.events, raw.id: type(raw)(**{**raw.__dict__,

@@ -27,6 +27,9 @@ def test_the_shipped_programme_matches_the_article() -> None:
     assert reg.root("lagawi-2022-kokas") == "lagawi-2022"
     assert reg.children("lagawi-2022") == ("lagawi-2022-kokas",)
     assert all(b.event == "lagawi-2022-kokas" for b in reg.booths.values())
+    # The exhibition was booths only; online orders belong to the programme itself.
+    assert expo.channels == frozenset({"offline"})
+    assert programme.channels == frozenset({"offline", "marketplace", "virtual_expo", "website"})
 
 
 def _raw(**changes: Any) -> dict[str, Any]:
@@ -57,6 +60,16 @@ def _raw(**changes: Any) -> dict[str, Any]:
     ({"events": [{"id": "x", "parent": "y", "starts_on": date(2022, 1, 1), "ends_on": date(2022, 1, 2)},
                  {"id": "y", "parent": "x", "starts_on": date(2022, 1, 1), "ends_on": date(2022, 1, 2)}],
       "booths": []}, "own ancestor"),
+    ({"events": [{"id": "p", "starts_on": date(2022, 1, 1), "ends_on": date(2022, 1, 2),
+                  "channels": ["offline", "fax"]}], "booths": []}, "channels must be"),
+    ({"events": [{"id": "p", "starts_on": date(2022, 1, 1), "ends_on": date(2022, 1, 2),
+                  "channels": []}], "booths": []}, "channels must be"),
+    ({"events": [{"id": "p", "starts_on": date(2022, 1, 1), "ends_on": date(2022, 1, 2),
+                  "channels": "offline"}], "booths": []}, "channels must be"),
+    # A booth posts offline sales: its event must take them.
+    ({"events": [{"id": "p", "starts_on": date(2022, 1, 1), "ends_on": date(2022, 1, 2),
+                  "ikm": ["a"], "channels": ["website"]}],
+      "booths": [{"id": "b1", "event": "p", "ikm": ["a"]}]}, "leave out 'offline'"),
 ])
 def test_inconsistent_registries_are_refused_with_a_reason(change: dict[str, Any], message: str) -> None:
     with pytest.raises(RegistryError, match=message):

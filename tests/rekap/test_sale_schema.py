@@ -23,8 +23,9 @@ GOOD = [
      "event_id": "lagawi-2022", "channel": "marketplace", "amount_idr": 45000, "quantity": 3,
      "occurred_at": "2022-04-02T03:00:00Z", "schema_version": 1},
     {"sale_id": "r-1", "kind": "refund", "refund_of": "01J0000000000000000000001",
-     "ikm_id": "lampung-ethnica", "event_id": "lagawi-2022-kokas", "channel": "website",
-     "amount_idr": 5000, "quantity": 0, "occurred_at": "2022-06-02T10:15:00.123+07:00"},
+     "ikm_id": "lampung-ethnica", "event_id": "lagawi-2022-kokas", "channel": "offline",
+     "booth_id": "kokas-01", "amount_idr": 5000, "quantity": 0,
+     "occurred_at": "2022-06-02T10:15:00.123+07:00"},
 ]
 BAD = [
     {**GOOD[0], "channel": "tiktok"},

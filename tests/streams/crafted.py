@@ -64,6 +64,10 @@ def crafted() -> list[tuple[bytes | None, bytes, Reason]]:
          Reason.UNKNOWN_BOOTH),
         (b"lampung-ethnica", _v(OFFLINE | {"sale_id": "c16", "booth_id": "kokas-02"}),
          Reason.BOOTH_NOT_ALLOWED),
+        # An online sale in the booths-only exhibition (its registry channels).
+        (b"lampung-ethnica", _v(without(OFFLINE, "booth_id") | {"sale_id": "c24",
+                                                                "channel": "website"}),
+         Reason.CHANNEL_NOT_IN_EVENT),
         (k, _v(GOOD | {"sale_id": "c17", "kind": "refund"}), Reason.REFUND_WITHOUT_TARGET),
         (b"someone-else", _v(GOOD | {"sale_id": "c18"}), Reason.KEY_MISMATCH),
         (k, _v(GOOD), None),  # type: ignore[list-item]  # the good sale the ledger cases use

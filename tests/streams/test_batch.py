@@ -61,8 +61,7 @@ def test_valid_sale_rolls_up_its_chain_and_keys_come_from_names(registry: Regist
 def test_buckets_are_listed_once_and_refunds_name_their_targets(registry: Registry) -> None:
     sales = [{**SALE, "sale_id": f"s{i}"} for i in range(200)]
     refund = {**SALE, "sale_id": "r1", "kind": "refund", "refund_of": "s7", "amount_idr": 1,
-              "quantity": 0, "channel": "website"}
-    refund.pop("booth_id")
+              "quantity": 0}
     plan = plan_batch([rec(i, v) for i, v in enumerate([*sales, refund])], registry, Keys("p"))
     (group,) = plan.groups
     buckets = [k for k in group.keys if ":dedup:" in k]

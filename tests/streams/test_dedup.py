@@ -68,8 +68,8 @@ def sale(sale_id: str, **changes: Any) -> dict[str, Any]:
 
 def refund(sale_id: str, of: str, amount: int, quantity: int, **changes: Any) -> dict[str, Any]:
     return sale(sale_id, **{"kind": "refund", "refund_of": of, "amount_idr": amount,
-                            "quantity": quantity, "channel": "website",
-                            "occurred_at": "2022-05-09T10:00:00+07:00", **changes})
+                            "quantity": quantity, "occurred_at": "2022-05-09T10:00:00+07:00",
+                            **changes})
 
 
 def ids_in_other_buckets(ikm: str, first: str, n: int) -> list[str]:
@@ -118,7 +118,7 @@ async def test_refunds_and_resends_across_buckets_and_calls(
     assert details[8] == f"sale_id {r1} of askha-jaya is already used by a refund in this event"
     assert details[9] == ("sale_id s1 of askha-jaya is already used by a sale of 100000 IDR "
                           "in this event")
-    # The sale's entry holds what was refunded; the refunds went to its channel and day.
+    # The sale's entry holds what was refunded; the refunds went to its day.
     bucket, field = dedup_slot("askha-jaya", "s1")
     raw = redis_client.hget(keys.dedup(ROOT, bucket), field)
     assert isinstance(raw, bytes)
@@ -128,6 +128,7 @@ async def test_refunds_and_resends_across_buckets_and_calls(
     assert (entry.channel, entry.day) == ("marketplace", date(2022, 5, 1))
     totals = redis_client.hgetall(keys.event_totals(ROOT, ROOT))
     assert totals[b"ch:marketplace:refunds_idr"] == b"100000" and b"ch:website:count" not in totals
+    assert b"ch:website:refunds_idr" not in totals
     days = redis_client.hgetall(keys.event_days(ROOT, ROOT))
     assert days[b"2022-05-01:refunds_idr"] == b"100000" and b"2022-05-09:refunds_idr" not in days
     assert compare(fold(records, registry, keys), snapshot(redis_client, keys, "")) == []
@@ -135,7 +136,8 @@ async def test_refunds_and_resends_across_buckets_and_calls(
 
 async def test_refund_of_a_sale_in_another_event_of_the_tree_is_a_mismatch(
         settings: Settings, redis_client: redis.Redis, registry: Registry) -> None:
-    kokas = {"event_id": "lagawi-2022-kokas", "occurred_at": "2022-06-03T10:00:00+07:00"}
+    kokas = {"event_id": "lagawi-2022-kokas", "occurred_at": "2022-06-03T10:00:00+07:00",
+             "channel": "offline", "booth_id": "kokas-05"}
     values = [sale("k1", **kokas), refund("k1r", "k1", 1, 0, occurred_at="2022-06-03T11:00:00+07:00"),
               sale("k1", amount_idr=100_000)]
     (result,) = await apply_all(settings, registry, as_records(values, settings.topic_sales))
@@ -172,7 +174,7 @@ async def test_a_refund_lands_on_its_sales_day_for_any_date(
                        "occurred_at": f"{day.isoformat()}T12:00:00+00:00"})
         # The refund itself is dated the day before: only the sale's day may show it.
         values.append({"sale_id": f"r{i}", "kind": "refund", "refund_of": f"s{i}",
-                       "ikm_id": "ikm-a", "event_id": "wide", "channel": "marketplace",
+                       "ikm_id": "ikm-a", "event_id": "wide", "channel": "website",
                        "amount_idr": 1, "quantity": 0,
                        "occurred_at": f"{(day - timedelta(days=1)).isoformat()}T12:00:00+00:00"})
     records = as_records(values, settings.topic_sales)

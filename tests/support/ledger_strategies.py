@@ -3,8 +3,9 @@
 :func:`sale_streams` draws a small sales topic as producers would send it: a list
 of ``(key, value)`` Kafka records over the shipped registry (both Lagawi Fest
 events, a handful of IKM, all four channels, booths for offline) mixing valid
-sales, refunds (partial, full, exceeding, of an unknown sale, of a refund, of
-another IKM's or event's sale), identical resends, reused ``sale_id`` with other
+sales, refunds through their sale's channel (partial, full, exceeding) and bad ones
+(of an unknown sale, of a refund, of another IKM's or event's sale, through
+another channel), identical resends, reused ``sale_id`` with other
 content (a conflict within the IKM, a distinct sale in another IKM: the key
 scopes it), and invalid records (several rejection reasons, routed to the tree or
 unroutable).
@@ -119,6 +120,10 @@ def _valid_sale(c: Choices, registry: Registry, sale_id: str) -> dict[str, Any]:
     channel = c.pick(CHANNELS)
     if channel == "offline":
         event = KOKAS
+    elif event == KOKAS and not c.chance(4):
+        # The exhibition takes booths only: an online sale belongs to the programme, but now
+        # and then one tries the exhibition (channel_not_in_event).
+        event = ROOT
     day = c.pick(DAYS[event])
     style = c.int(0, 2)
     how = c.int(0, 5)
@@ -139,10 +144,15 @@ def _valid_sale(c: Choices, registry: Registry, sale_id: str) -> dict[str, Any]:
 
 
 def _refund(target: dict[str, Any], sale_id: str, amount: int, quantity: int,
-            channel: str, day: str) -> dict[str, Any]:
-    return {"sale_id": sale_id, "kind": "refund", "refund_of": target["sale_id"],
-            "ikm_id": target["ikm_id"], "event_id": target["event_id"], "channel": channel,
-            "amount_idr": amount, "quantity": quantity, "occurred_at": _at(day, 0)}
+            day: str, channel: str | None = None) -> dict[str, Any]:
+    """A refund of ``target``, through its channel (and booth) unless ``channel`` says another."""
+    out = {"sale_id": sale_id, "kind": "refund", "refund_of": target["sale_id"],
+           "ikm_id": target["ikm_id"], "event_id": target["event_id"],
+           "channel": channel or target["channel"],
+           "amount_idr": amount, "quantity": quantity, "occurred_at": _at(day, 0)}
+    if out["channel"] == "offline" and "booth_id" in target:
+        out["booth_id"] = target["booth_id"]
+    return out
 
 
 def build_stream(program: Sequence[tuple[int, int, tuple[int, ...]]],
@@ -177,14 +187,18 @@ def build_stream(program: Sequence[tuple[int, int, tuple[int, ...]]],
                 amount, qty = a + c.int(1, 1_000), q
             else:
                 amount, qty = a, q + 1
-            refund = _refund(target, f"r{next(serial)}", amount, qty, c.pick(CHANNELS[:3]),
+            refund = _refund(target, f"r{next(serial)}", amount, qty,
                              c.pick(DAYS[target["event_id"]]))
             refunds.append(refund)
             emit(refund)
         elif op == "bad_refund":
             target = c.pick(sales[::-1])
-            how = ("unknown", "of_refund", "other_ikm", "other_event")[variant % 4]
-            refund = _refund(target, f"r{next(serial)}", 1, 0, "website", SHARED_DAY)
+            how = ("unknown", "of_refund", "other_ikm", "other_event", "other_channel")[variant % 5]
+            refund = _refund(target, f"r{next(serial)}", 1, 0, SHARED_DAY, "website")
+            if how == "other_channel":
+                # Through a channel other than its sale's (only the apply can tell).
+                refund = _refund(target, refund["sale_id"], 1, 0, SHARED_DAY,
+                                 c.pick([ch for ch in CHANNELS[:3] if ch != target["channel"]]))
             if how == "unknown":
                 refund["refund_of"] = f"ghost{next(serial)}"
             elif how == "of_refund" and refunds:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rekap.settings import Settings
+from rekap.tls import client_context, local_url
 from tests.support.env import settings_env
 from tests.support.procs import Child
 
@@ -52,12 +53,13 @@ class WorkerProcess(Child):
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.worker_port}"
+        return local_url(self.settings, self.settings.worker_port)
 
     def health(self) -> dict[str, Any] | None:
         """The ``/healthz`` document, or None while the web server does not answer."""
         try:
-            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as resp:  # noqa: S310
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2,  # noqa: S310
+                                        context=client_context(self.settings)) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:  # 503 while not ready, still a document
             try:

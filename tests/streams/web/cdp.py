@@ -1,7 +1,8 @@
 """A tiny Chrome DevTools Protocol client: headless Chromium driven over a websocket.
 
-Enough for the venue test: navigate, evaluate JavaScript, take a screenshot.
-Debian's ``/usr/bin/chromium``; no Selenium, no Node.
+Enough for the venue and booth-app tests: navigate, evaluate JavaScript, click and
+type like a user, emulate a phone or tablet, a time zone and a lost network, take a
+screenshot. Debian's ``/usr/bin/chromium``; no Selenium, no Node.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 class Browser:
     """One headless Chromium with one page; use as an async context manager."""
 
-    def __init__(self, width: int = 1920, height: int = 1080) -> None:
+    def __init__(self, width: int = 1920, height: int = 1080, flags: tuple[str, ...] = ()) -> None:
         self.width, self.height = width, height
+        self.flags = flags
         self._dir = Path(tempfile.mkdtemp(prefix="rekap-chromium-"))
         self._proc: Child | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -40,7 +42,7 @@ class Browser:
 
     async def __aenter__(self) -> Browser:
         self._proc = Child(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={self._dir / 'profile'}",
+            [CHROMIUM, *FLAGS, *self.flags, f"--user-data-dir={self._dir / 'profile'}",
              f"--window-size={self.width},{self.height}", "about:blank"],
             log_path=self._dir / "chromium.log", name="chromium")
         port_file = self._dir / "profile" / "DevToolsActivePort"
@@ -84,7 +86,7 @@ class Browser:
             if data.get("id") == msg_id:
                 if "error" in data:
                     raise RuntimeError(f"{method}: {data['error']}")
-                return data["result"]  # type: ignore[no-any-return]
+                return data["result"]
 
     async def goto(self, url: str) -> None:
         await self.send("Page.navigate", url=url)
@@ -110,6 +112,58 @@ class Browser:
                 return value
             await asyncio.sleep(interval)
         raise TimeoutError(f"{expression!r} still {value!r} after {timeout}s; console: {self.console}")
+
+    async def on_new_document(self, source: str) -> None:
+        """Run ``source`` in every document before its own scripts (CSP does not apply to it)."""
+        await self.send("Page.addScriptToEvaluateOnNewDocument", source=source)
+
+    async def reload(self) -> None:
+        await self.send("Page.reload", ignoreCache=False)
+
+    async def viewport(self, width: int, height: int, *, mobile: bool = False,
+                       scale: float = 1) -> None:
+        """Emulate a screen of this CSS size (``mobile``: phone viewport and touch)."""
+        self.width, self.height = width, height
+        await self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                        deviceScaleFactor=scale, mobile=mobile)
+        await self.send("Emulation.setTouchEmulationEnabled", enabled=mobile)
+
+    async def timezone(self, zone: str) -> None:
+        """The page's time zone (an IANA name): Date and Intl see it, as on a tablet there."""
+        await self.send("Emulation.setTimezoneOverride", timezoneId=zone)
+
+    async def offline(self, offline: bool) -> None:
+        """Cut (or restore) the page's network; ``navigator.onLine`` and its events follow.
+
+        This covers the page's own requests only: a service worker's fetches go out
+        regardless, so a test of "offline" must also make the server unreachable.
+        """
+        await self.send("Network.enable")
+        await self.send("Network.emulateNetworkConditions", offline=offline, latency=0,
+                        downloadThroughput=-1, uploadThroughput=-1)
+
+    async def center(self, selector: str) -> tuple[float, float]:
+        """The viewport centre of the first element matching ``selector``, scrolled into view."""
+        box = await self.eval(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null;"
+            " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
+            " return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+        if not box:
+            raise LookupError(f"no element {selector!r} on the page")
+        return float(box[0]), float(box[1])
+
+    async def click(self, selector: str) -> None:
+        """A real mouse click (press and release) in the middle of the element."""
+        x, y = await self.center(selector)
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left",
+                            clickCount=1)
+
+    async def type_text(self, selector: str, text: str) -> None:
+        """Focus the element by clicking it and type ``text`` one character at a time."""
+        await self.click(selector)
+        for char in text:
+            await self.send("Input.insertText", text=char)
 
     async def screenshot(self, path: Path) -> None:
         data = await self.send("Page.captureScreenshot", format="png")

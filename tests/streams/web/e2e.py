@@ -31,18 +31,19 @@ def sale(sale_id: str, ikm_id: str, event_id: str, amount_idr: int, *, channel: 
 
 
 def exhibition_sales(registry: Registry) -> list[dict[str, Any]]:
-    """Eight known sales at the Kasablanka exhibition: one per IKM, largest first, every channel.
+    """Eight known sales at the Kasablanka exhibition: one per IKM, largest first, each from its
+    booth (the exhibition takes booth sales only: its registry ``channels``).
 
     The stream the venue page and the Prometheus tests push through a real worker.
     """
     return [
         sale("v1", "lampung-ethnica", KOKAS, 12_500_000, channel="offline", registry=registry),
         sale("v2", "pisang-shamiya", KOKAS, 8_750_000, channel="offline", registry=registry),
-        sale("v3", "littlemonq", KOKAS, 6_200_000, channel="marketplace"),
-        sale("v4", "rafins-snack", KOKAS, 4_125_000, channel="website"),
-        sale("v5", "askha-jaya", KOKAS, 3_980_000, channel="virtual_expo"),
+        sale("v3", "littlemonq", KOKAS, 6_200_000, channel="offline", registry=registry),
+        sale("v4", "rafins-snack", KOKAS, 4_125_000, channel="offline", registry=registry),
+        sale("v5", "askha-jaya", KOKAS, 3_980_000, channel="offline", registry=registry),
         sale("v6", "batik-siger-nusantara", KOKAS, 2_450_000, channel="offline", registry=registry),
-        sale("v7", "kopi-way-tebu", KOKAS, 1_275_000, channel="marketplace"),
+        sale("v7", "kopi-way-tebu", KOKAS, 1_275_000, channel="offline", registry=registry),
         sale("v8", "rengginang-bu-sari", KOKAS, 125_000, channel="offline", registry=registry,
              occurred_at="2022-06-03T19:45:00+07:00"),
     ]

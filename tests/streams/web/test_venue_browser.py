@@ -69,7 +69,8 @@ async def test_venue_page_updates_live(settings: Settings, registry: Registry) -
             pushed = time.monotonic()
             produce_json(settings, [
                 sale("v9", "askha-jaya", KOKAS, 10_000_000, channel="offline", registry=registry),
-                sale("v10", "tapis-sekar-ayu", KOKAS, 300_000, channel="website")])
+                sale("v10", "tapis-sekar-ayu", KOKAS, 300_000, channel="offline",
+                     registry=registry)])
             acked = time.monotonic()
             await browser.wait_for(
                 "document.querySelector('#board li[data-ikm=\"askha-jaya\"]')?.dataset.rank === '1'",
