@@ -87,6 +87,7 @@ from rekap.names import Keys
 from rekap.redisconn import SyncClient, connect_sync
 from rekap.registry import Registry
 from rekap.settings import Settings
+from rekap.tls import client_context, local_url
 from rekap.topics import delete_topics, ensure_topics
 
 #: The kinds of contestant, in table order: (a) ceiling, (b) naive, (c) Faust alone, (d) rekap.
@@ -398,7 +399,8 @@ def assignment(group: list[Settings]) -> list[list[int]] | None:
     out = []
     for s in group:
         try:
-            with urlopen(f"http://{s.host}:{s.worker_port}/healthz", timeout=2) as reply:
+            url = f"{local_url(s, s.worker_port)}/healthz"  # http or https, nothing else
+            with urlopen(url, timeout=2, context=client_context(s)) as reply:  # noqa: S310
                 doc = json.load(reply)
         except (OSError, ValueError):  # not up yet, or 503: not ready
             return None
@@ -492,7 +494,8 @@ def fresh_settings(base: Settings, contestant: str, workdir: Path) -> Settings:
     runtime.mkdir(parents=True)
     return replace(base, redis_prefix=tag, app_id=tag, topic_sales=f"{tag}.sales",
                    topic_dead_letter=f"{tag}.dead-letter", topic_totals_ikm=f"{tag}.totals.ikm",
-                   topic_totals_event=f"{tag}.totals.event", worker_port=free_port(),
+                   topic_totals_event=f"{tag}.totals.event", topic_milestones=f"{tag}.milestones",
+                   worker_port=free_port(),
                    runtime_dir=runtime)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rekap.errors import KafkaUnavailable
+from rekap.generations import current_keys_sync
 from rekap.kafkaconn import reader, unavailable
 from rekap.ledger import BOOKKEEPING_FIELDS, Ledger, fold
 from rekap.money import format_idr
@@ -46,6 +47,13 @@ class Report:
     amount_idr: int
     differences: list[str]
     pending: int = 0
+    #: The Redis snapshot that was compared and the sales topic's end offsets that were read:
+    #: what was checked, for a caller that quotes it (consumers.report builds its figures
+    #: from these, so every figure it prints is one this check covered).
+    trees: dict[str, TreeSnapshot] = field(default_factory=dict, repr=False)
+    ends: dict[int, int] = field(default_factory=dict)
+    #: The keys (generation) the snapshot was read under.
+    keys: Keys = field(default_factory=Keys)
 
     @property
     def ok(self) -> bool:
@@ -82,19 +90,15 @@ def read_topic(settings: Settings, topic: str | None = None,
 
 
 def parse_key(key: str, keys: Keys) -> tuple[str, str] | None:
-    """(root, rest) of a key under the prefix, e.g. ``("lagawi-2022", "ev:x:days")``."""
-    head = keys.prefix + ":{"
-    if not key.startswith(head):
-        return None
-    root, sep, rest = key[len(head):].partition("}:")
-    return (root, rest) if sep else None
+    """(root, rest) of a tree key of ``keys``' generation, e.g. ``("lagawi-2022", "ev:x:days")``."""
+    return keys.parse(key)
 
 
 def snapshot(client: Any, keys: Keys, topic: str) -> dict[str, TreeSnapshot]:
     """Every tree's fences (of ``topic``), stats, totals/day hashes and boards, one MULTI
     per tree. Hashes hold the ledger's integer fields only (no :data:`BOOKKEEPING_FIELDS`)."""
     by_root: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for raw in client.scan_iter(match=keys.pattern(), count=1000):
+    for raw in client.scan_iter(match=keys.data_pattern(), count=1000):
         key = raw.decode() if isinstance(raw, bytes) else raw
         parsed = parse_key(key, keys)
         if parsed is not None:
@@ -186,8 +190,8 @@ def compare_stats(ledger: Ledger, trees: dict[str, TreeSnapshot]) -> list[str]:
 
 def reconcile(settings: Settings, registry: Registry, client: Any,
               timeout_s: float = 30.0) -> Report:
-    keys = Keys(settings.redis_prefix)
-    records, _ends = read_topic(settings)
+    keys = current_keys_sync(client, Keys(settings.redis_prefix))  # follows `rekap rebuild`
+    records, ends = read_topic(settings)
     deadline = time.monotonic() + timeout_s
     while True:
         trees = snapshot(client, keys, settings.topic_sales)
@@ -201,7 +205,7 @@ def reconcile(settings: Settings, registry: Registry, client: Any,
     if pending:
         diffs.insert(0, f"{pending} records are not applied yet (is the worker running?)")
     return Report(records=len(records), amount_idr=ledger.total_amount, differences=diffs,
-                  pending=pending)
+                  pending=pending, trees=trees, ends=ends, keys=keys)
 
 
 def run(settings: Settings, timeout_s: float = 30.0) -> Report:

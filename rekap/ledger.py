@@ -156,11 +156,8 @@ class Ledger:
 
 def _is_root_event_key(key: str, keys: Keys) -> bool:
     # P:{R}:ev:R — the totals hash of a root event itself.
-    head = keys.prefix + ":{"
-    if not key.startswith(head):
-        return False
-    root, _, rest = key[len(head):].partition("}:")
-    return rest == f"ev:{root}"
+    parsed = keys.parse(key)
+    return parsed is not None and parsed[1] == f"ev:{parsed[0]}"
 
 
 def fold(records: Iterable[ConsumedRecord], registry: Registry, keys: Keys,

@@ -22,6 +22,20 @@ event tree a key belongs to)::
     P:recovering                 hash   partition -> JSON {from, to, since} while the worker
                                         replays that partition because Redis lost writes
                                         (streams.progress); empty or absent when caught up
+    P:gen                        string the generation readers read (absent: 0)
+    P:{R}:gen                    string the generation the worker writes tree R in (absent: P:gen)
+    P:rebuild                    string the running ``rekap rebuild``'s token (expires)
+
+Generations: ``rekap rebuild`` folds the ledger into a fresh namespace while the
+worker keeps applying to the current one, then switches (consumers.rebuild). The
+keys above marked ``P:{R}:...`` belong to generation 0, the layout before
+generations, so existing data needs no migration; generation N >= 1 puts the
+same keys under ``P:gN:{R}:...`` (:meth:`Keys.namespace`). The hash tag stays
+``{R}``, so one tree's keys of every generation share a slot and the switch of a
+tree (``streams/lua/switch_tree.lua``) is one atomic script on Redis Cluster too.
+``P:recovering`` and the two pointers belong to no generation. A reader resolves
+``P:gen`` per request (:func:`rekap.generations.current_keys`); the worker
+resolves the tree pointers (:func:`streams.progress.resolve_trees`).
 
 Every key of one event tree shares the hash tag ``{R}``, so the one script that
 applies a batch for that tree touches a single slot and the layout works on
@@ -138,12 +152,46 @@ def day_field(day: str, field: str) -> str:
 
 @dataclass(frozen=True)
 class Keys:
-    """Builds every Redis key from the prefix; nothing else formats a key."""
+    """Builds every Redis key from the prefix; nothing else formats a key.
+
+    ``Keys(prefix)`` is generation 0. A reader that must follow ``rekap rebuild``
+    builds its keys with :func:`rekap.generations.current_keys` per request instead.
+    """
 
     prefix: str = "rekap"
+    #: The generation whose data keys this builds (0: ``P:{R}:...``, N: ``P:gN:{R}:...``).
+    generation: int = 0
+    #: Trees on another generation than ``generation``, as sorted (root, generation) pairs:
+    #: the worker's view while a rebuild switches trees one by one.
+    trees: tuple[tuple[str, int], ...] = ()
+
+    def at(self, generation: int, trees: Mapping[str, int] | None = None) -> Keys:
+        """The same prefix at ``generation`` (with per-tree exceptions ``trees``)."""
+        own = tuple(sorted((r, g) for r, g in (trees or {}).items() if g != generation))
+        return Keys(self.prefix, generation, own)
+
+    def generation_of(self, root: str) -> int:
+        for r, g in self.trees:
+            if r == root:
+                return g
+        return self.generation
+
+    def namespace(self, generation: int | None = None) -> str:
+        """What the data keys of a generation (default: this one) start with."""
+        g = self.generation if generation is None else generation
+        return self.prefix if g == 0 else f"{self.prefix}:g{g}"
 
     def tag(self, root: str) -> str:
-        return f"{self.prefix}:{{{root}}}"
+        return f"{self.namespace(self.generation_of(root))}:{{{root}}}"
+
+    def pointer(self) -> str:
+        """The generation readers read (``rekap rebuild`` moves it last)."""
+        return f"{self.prefix}:gen"
+
+    def tree_pointer(self, root: str) -> str:
+        """The generation the worker writes tree ``root`` in; in the tree's slot, so the
+        switch script sets it atomically with retiring the tree's old fences."""
+        return f"{self.prefix}:{{{root}}}:gen"
 
     def fence(self, root: str, topic: str) -> str:
         return f"{self.tag(root)}:fence:{topic}"
@@ -183,9 +231,27 @@ class Keys:
     def recovering(self) -> str:
         return f"{self.prefix}:recovering"
 
+    def rebuild_lock(self) -> str:
+        """Held (with a TTL) by the one ``rekap rebuild`` that may run at a time."""
+        return f"{self.prefix}:rebuild"
+
     def pattern(self) -> str:
-        """Glob for every key under the prefix (rebuild wipes these)."""
+        """Glob for every key under the prefix, of every generation."""
         return f"{self.prefix}:*"
+
+    def data_pattern(self) -> str:
+        """Glob for the tree keys of this generation (with generation 0, also the tree
+        pointers ``P:{R}:gen``, which :meth:`parse` leaves out)."""
+        return f"{self.namespace()}:{{*"
+
+    def parse(self, key: str) -> tuple[str, str] | None:
+        """(root, rest) of a tree key of this generation, e.g. ``("lagawi-2022", "ev:x:days")``;
+        None for any other key (another generation's, a pointer, ``P:recovering``)."""
+        head = self.namespace() + ":{"
+        if not key.startswith(head):
+            return None
+        root, sep, rest = key[len(head):].partition("}:")
+        return (root, rest) if sep and rest != "gen" else None
 
 
 def dedup_slot(ikm_id: str, sale_id: str) -> tuple[int, bytes]:

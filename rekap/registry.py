@@ -15,6 +15,8 @@ One TOML file, loaded by every component (worker, ingest, simulator, exporter)::
     max_sale_idr = 500000000           # optional cap per record (absurd-amount guard)
     channels = ["offline"]             # optional: the only channels whose sales it takes
                                        # (default: every channel); ["offline"] = booths only
+    milestones_idr = [10000000, 100000000]  # optional: `rekap milestones` thresholds
+                                       # (default Rp10 juta, Rp100 juta, Rp1 miliar)
     ikm = ["lampung-ethnica", ...]     # participants (a child's must be in its parent)
 
     [[ikm]]
@@ -76,6 +78,9 @@ class Event:
     #: contract rejects any other (``channel_not_in_event``) and ingest refuses a channel
     #: token there, so an exhibition of booths stays booths only.
     channels: frozenset[str] = frozenset(CHANNELS)
+    #: Net sales amounts ``rekap milestones`` announces for the event and each of its IKM
+    #: (``milestones_idr`` in the file, ascending integer rupiah); None: its defaults.
+    milestones_idr: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -267,7 +272,19 @@ def _event(x: Mapping[str, Any]) -> Event:
         parent=x.get("parent") or None,
         max_sale_idr=max_sale,
         channels=_channels(ev_id, x.get("channels", list(CHANNELS))),
+        milestones_idr=_milestones(ev_id, x.get("milestones_idr")),
     )
+
+
+def _milestones(ev_id: str, value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+            or len(set(value)) != len(value)):
+        raise RegistryError(f"event {ev_id!r}: milestones_idr must be a non-empty list of distinct "
+                            f"positive integer rupiah, got {value!r}")
+    return tuple(sorted(value))
 
 
 def _channels(ev_id: str, value: Any) -> frozenset[str]:

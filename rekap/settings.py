@@ -37,7 +37,7 @@ MAX_HEARTBEAT_INTERVAL_S = 3.0
 
 #: Fields whose whole value is a secret: never in ``repr`` (``field(repr=False)``) nor in
 #: :meth:`Settings.describe`, which shows only whether they are set.
-_SECRETS = ("booth_token", "channel_token")
+_SECRETS = ("booth_token", "channel_token", "milestones_webhook_secret")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,9 @@ class Settings:
     topic_totals_ikm: str = "rekap.totals.ikm.v1"
     #: Compacted absolute totals per ``event_id``.
     topic_totals_event: str = "rekap.totals.event.v1"
+    #: Compacted milestone announcements of ``rekap milestones``, key
+    #: ``<event>/<ikm or *>/<threshold>``: the record is the announcement (consumers.milestones).
+    topic_milestones: str = "rekap.milestones.v1"
     #: Partitions of the sales topic; the unit of parallelism of the worker.
     sales_partitions: int = 6
     #: Replication factor of every topic rekap creates; 0 = what the cluster can hold:
@@ -148,6 +151,11 @@ class Settings:
     #: The ingest base URL as booth tablets reach it, for pairing links
     #: (``rekap registry issue-token``); empty: ``http(s)://<host>:<ingest_port>``.
     public_url: str = ""
+
+    #: ``rekap milestones``: an optional webhook each milestone is POSTed to (empty: none),
+    #: signed with HMAC-SHA256 of the body under this secret (``X-Rekap-Signature``).
+    milestones_webhook_url: str = ""
+    milestones_webhook_secret: str = field(default="", repr=False)
 
     #: Where local processes keep pids, logs, data and outboxes.
     runtime_dir: Path = Path(".rekap")

@@ -8,6 +8,8 @@ dead-letter        compact     key = source topic/partition/offset, so a replaye
                                that dead-letters the same record again collapses into one
 totals per IKM     compact     key = event_id/ikm_id, absolute values: the latest wins
 totals per event   compact     key = event_id
+milestones         compact     key = event/ikm-or-*/threshold: one announcement per
+                               milestone, read back by ``rekap milestones`` at start
 =================  ==========  ==========================================================
 
 The broker's ``auto.create.topics.enable`` is off in the local stack, so a typo
@@ -52,6 +54,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_dead_letter, settings.sales_partitions, dict(compacted)),
         TopicSpec(settings.topic_totals_ikm, settings.sales_partitions, dict(compacted)),
         TopicSpec(settings.topic_totals_event, 1, dict(compacted)),
+        # One partition: a few records per programme, read whole at every notifier start.
+        TopicSpec(settings.topic_milestones, 1, dict(compacted)),
     ]
 
 

@@ -56,12 +56,15 @@ from streams.apply import Applier, BatchResult
 from streams.batch import BatchPlan, plan_batch
 from streams.deadletter import dead_letter_messages
 from streams.progress import (
+    RETIRED_FENCE,
     LedgerReader,
     Progress,
     clear_recovering,
     known_roots,
     mark_recovering,
+    read_current_fences,
     read_fences,
+    resolve_trees,
 )
 from streams.retry import BATCH_BACKOFF, cause
 from streams.totals import (
@@ -161,6 +164,12 @@ class Pipeline:
     async def run(self, plan: BatchPlan, registry: Registry) -> BatchResult:
         async with self._progress_lock:
             await self.catch_up(plan.starts, registry)
+            if plan.keys is not None and plan.keys != self.keys:
+                # A rebuild switched trees since the plan was made: its KEYS name the old
+                # generation, where every call now refuses to write.
+                plan = plan_batch(plan.records, registry, self.keys,
+                                  ticker_length=plan.ticker_length,
+                                  fence_roots=known_roots(registry))
             started = time.perf_counter()
             result = await self.apply(plan)
             metrics.APPLY_BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -176,11 +185,29 @@ class Pipeline:
 
     # -- progress (streams.progress) -----------------------------------------
     def lost(self, exc: RedisLostWrites) -> None:
-        """Redis lost writes: forget what is known of those partitions; the next step replays."""
-        metrics.REDIS_LOSSES.inc()
-        log.error("%s; re-applying the ledger from the fences", exc)
+        """Redis lost writes, or a rebuild retired the generation this worker wrote in:
+        forget what is known of those partitions; the next step reads the pointers and
+        fences again and replays what is missing."""
+        if all(f <= RETIRED_FENCE for f in exc.fences.values()):
+            log.info("trees %s moved to a new generation (rekap rebuild); following them",
+                     sorted({root for root, _ in exc.fences}))
+        else:
+            metrics.REDIS_LOSSES.inc()
+            log.error("%s; re-applying the ledger from the fences", exc)
         self.progress.forget({partition for _, partition in exc.fences})
         self._restore_versions = True
+
+    def use_keys(self, keys: Keys) -> None:
+        """Write in the generations of ``keys`` from now on (after a rebuild's switch)."""
+        if keys == self.keys:
+            return
+        log.info("writing in generation %d%s from now on", keys.generation,
+                 f" (but trees {dict(keys.trees)})" if keys.trees else "")
+        self.keys = keys
+        if self._applier is not None:
+            self._applier.keys = keys
+        # Fences learned in the old generation say nothing of the new one.
+        self.progress.forget(self.progress.owned())
 
     async def catch_up(self, stops: Mapping[int, int], registry: Registry) -> None:
         """Make Redis hold every record of each partition below ``stops[partition]``.
@@ -192,8 +219,13 @@ class Pipeline:
         unknown = [p for p in stops if p not in self.progress.floor]
         if unknown:
             roots = known_roots(registry)
-            for partition, fences in (await read_fences(self.applier.client, self.settings,
-                                                         roots, unknown)).items():
+            keys, current = await read_current_fences(self.applier.client, self.settings,
+                                                      roots, unknown)
+            while keys != self.keys:
+                self.use_keys(keys)  # forgets every partition: learn all of this batch's
+                keys, current = await read_current_fences(self.applier.client, self.settings,
+                                                          roots, list(stops))
+            for partition, fences in current.items():
                 self.progress.learn(partition, fences)
         if self._restore_versions:
             await self.restore_versions()
@@ -249,12 +281,16 @@ class Pipeline:
         if self._progress_lock.locked():
             return  # a batch is running: its script checks the fences itself
         async with self._progress_lock:
+            registry = self.registry.current()
+            # Follow a rebuild that moved the pointers while no record of a switched tree
+            # arrived (or that added a tree): the next batch learns the new fences.
+            self.use_keys(await resolve_trees(self.applier.client, self.settings,
+                                              known_roots(registry)))
             owned = self.progress.owned()
             if not owned:
                 return
-            registry = self.registry.current()
             current = await read_fences(self.applier.client, self.settings,
-                                        known_roots(registry), owned)
+                                        known_roots(registry), owned, self.keys)
             lost = {(root, p): f for p, fences in current.items() for root, f in fences.items()
                     if f < self.progress.expected.get((root, p), -1)}
             if not lost:

@@ -38,11 +38,16 @@ from datetime import UTC, datetime
 from typing import Final, Literal, cast
 
 from redis.exceptions import (
+    ClusterDownError,
     DataError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisClusterException,
     RedisClusterUnreachableError,
     ResponseError,
     SlotNotCoveredError,
+    TryAgainError,
 )
 
 from rekap.contract import Reason, Sale
@@ -129,6 +134,10 @@ return v
 #: moving, auth): the same call may succeed later, so the batch is retried, never split.
 OUTAGE_REPLIES: Final = ("OOM", "MISCONF", "BUSY", "LOADING", "MASTERDOWN", "NOREPLICAS",
                          "CLUSTERDOWN", "TRYAGAIN", "READONLY", "NOAUTH", "WRONGPASS", "NOPERM")
+#: The ResponseError classes redis-py parses some of those replies into (MASTERDOWN's
+#: MasterDownError is a ClusterDownError); the others are ConnectionErrors.
+_OUTAGE_CLASSES: Final = (ClusterDownError, TryAgainError, ReadOnlyError, OutOfMemoryError,
+                          NoPermissionError)
 
 
 def is_outage(exc: Exception) -> bool:
@@ -140,7 +149,11 @@ def is_outage(exc: Exception) -> bool:
     then looks for the record that causes it.
     """
     if isinstance(exc, ResponseError):
-        return str(exc).startswith(OUTAGE_REPLIES)
+        # redis-py strips a reply's code from the message of the classes it maps it to
+        # (CLUSTERDOWN -> ClusterDownError "The cluster is down", READONLY, OOM, ...) and
+        # keeps it as status_code; older releases keep it only in the message.
+        code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
+        return code in OUTAGE_REPLIES or isinstance(exc, _OUTAGE_CLASSES)
     if isinstance(exc, RedisClusterException):
         return isinstance(exc, SlotNotCoveredError | RedisClusterUnreachableError)
     return not isinstance(exc, DataError)
@@ -229,7 +242,8 @@ class Applier:
         if plan.registry is None:
             raise exc
         regroup = functools.partial(build_group, group.root, registry=plan.registry,
-                                    keys=self.keys, ticker_length=plan.ticker_length,
+                                    keys=plan.keys or self.keys,
+                                    ticker_length=plan.ticker_length,
                                     topic=group.topic)
         try:  # the same call without records: if that fails too, no record is to blame
             await self.call(regroup([]), as_of, NO_FENCES)

@@ -83,6 +83,10 @@ class BatchPlan:
     #: What the plan was made with, so a group can be planned again in parts.
     registry: Registry | None = None
     ticker_length: int = TICKER_LENGTH
+    #: The key layout (generation) the groups' KEYS were built with, and the records in
+    #: consumption order: a rebuild's switch makes the worker plan the batch again.
+    keys: Keys | None = None
+    records: list[ConsumedRecord] = field(default_factory=list)
 
 
 def ticker_entry(sale: Sale, occurred_at: str | None = None) -> str:
@@ -104,6 +108,7 @@ def plan_batch(records: Iterable[ConsumedRecord], registry: Registry, keys: Keys
     so that their fences advance with the others (the worker passes every known
     tree; see the module docstring).
     """
+    records = list(records)
     by_root: dict[str, list[PlannedRecord]] = {}
     rejections: list[tuple[ConsumedRecord, Rejection]] = []
     partitions: dict[int, int] = {}
@@ -129,7 +134,8 @@ def plan_batch(records: Iterable[ConsumedRecord], registry: Registry, keys: Keys
     groups = [build_group(root, planned, registry, keys, ticker_length, topic=topic)
               for root, planned in by_root.items()]
     return BatchPlan(groups=groups, rejections=rejections, size=size, partitions=partitions,
-                     starts=starts, registry=registry, ticker_length=ticker_length)
+                     starts=starts, registry=registry, ticker_length=ticker_length,
+                     keys=keys, records=records)
 
 
 def build_group(root: str, planned: Sequence[PlannedRecord], registry: Registry, keys: Keys,

@@ -25,6 +25,14 @@ a flush. So the worker never trusts them for correctness:
 Replays are exact for the same reasons a crash replay is: offset fences and
 per-``(ikm_id, sale_id)`` de-duplication, in one atomic script per tree.
 
+A rebuild switching a tree to a new generation (:mod:`consumers.rebuild`) looks
+the same to the worker: the switch script sets every fence of the tree's old
+generation to :data:`RETIRED_FENCE`, below anything the worker expects, so its
+next call there writes nothing and raises :class:`rekap.errors.RedisLostWrites`
+(and so does the next progress check). The worker then resolves the tree
+pointers again (:func:`read_current_fences`), plans the batch in the new
+generation and replays whatever the new generation lacks, as above.
+
 While a replay runs, ``P:recovering`` (:meth:`rekap.names.Keys.recovering`)
 holds one field per partition being replayed, so every reader (read API, venue
 page, exporter) can say the figures are still catching up; the
@@ -33,6 +41,7 @@ page, exporter) can say the figures are still catching up; the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -40,7 +49,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rekap.errors import KafkaUnavailable, LegacyLedger
+from rekap.errors import KafkaUnavailable, LegacyLedger, RedisUnavailable
+from rekap.generations import generation_of
 from rekap.names import Keys
 from rekap.records import UNROUTED, ConsumedRecord
 from rekap.redisconn import REDIS_ERRORS, AsyncClient, unavailable
@@ -51,6 +61,12 @@ log = logging.getLogger(__name__)
 
 #: Longest a replay read may wait for the broker without getting a record it expects.
 READ_STALL_S = 30.0
+#: What the rebuild's switch writes into every partition of a tree's old-generation fence:
+#: below -1 (no fence), so it is lower than any fence the worker can expect there.
+RETIRED_FENCE = -2
+#: Tries to read fences that are not retired: the pointers are read first, so a switch
+#: between the two reads shows a retired fence; it settles at the next read.
+RESOLVE_ATTEMPTS = 20
 
 
 def known_roots(registry: Registry) -> list[str]:
@@ -99,14 +115,49 @@ class Progress:
         return sorted(self.floor)
 
 
+async def resolve_trees(client: AsyncClient, settings: Settings, roots: Iterable[str]) -> Keys:
+    """The keys the worker writes each tree in: its tree pointer, else the readers' pointer."""
+    base = Keys(settings.redis_prefix)
+    roots = list(roots)
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.get(base.pointer())
+            for root in roots:
+                pipe.get(base.tree_pointer(root))
+            replies = await pipe.execute()
+    except REDIS_ERRORS as exc:
+        raise unavailable(settings, exc, "reading the generation pointers") from exc
+    return base.at(generation_of(replies[0]),
+                   {r: generation_of(v) for r, v in zip(roots, replies[1:], strict=True)
+                    if v is not None})
+
+
+async def read_current_fences(client: AsyncClient, settings: Settings, roots: Iterable[str],
+                              partitions: Iterable[int]
+                              ) -> tuple[Keys, dict[int, dict[str, int]]]:
+    """The keys of each tree's current generation and the fences there (:func:`read_fences`)."""
+    roots, parts = list(roots), list(partitions)
+    for _ in range(RESOLVE_ATTEMPTS):
+        keys = await resolve_trees(client, settings, roots)
+        fences = await read_fences(client, settings, roots, parts, keys)
+        if all(f > RETIRED_FENCE for by_root in fences.values() for f in by_root.values()):
+            return keys, fences
+        await asyncio.sleep(0.05)
+    raise RedisUnavailable(
+        f"the tree pointers under {settings.redis_prefix}:{{<root>}}:gen name a generation whose "
+        "fences are retired; is a `rekap rebuild` switching, or were keys edited by hand?")
+
+
 async def read_fences(client: AsyncClient, settings: Settings, roots: Iterable[str],
-                      partitions: Iterable[int]) -> dict[int, dict[str, int]]:
-    """partition -> root -> fence (-1 when missing), one pipeline for every tree.
+                      partitions: Iterable[int], keys: Keys | None = None
+                      ) -> dict[int, dict[str, int]]:
+    """partition -> root -> fence (-1 when missing), one pipeline for every tree, in the
+    generation(s) of ``keys`` (default: generation 0).
 
     Raises :class:`LegacyLedger` if a tree still has the de-dup hash of an older
     layout: applying on top of it would count a resent old sale twice.
     """
-    keys = Keys(settings.redis_prefix)
+    keys = keys or Keys(settings.redis_prefix)
     roots = list(roots)
     parts = list(partitions)
     if not parts:
@@ -125,8 +176,8 @@ async def read_fences(client: AsyncClient, settings: Settings, roots: Iterable[s
     if legacy:
         raise LegacyLedger(
             f"Redis at {settings.redis_url_masked} holds a ledger written by an older rekap "
-            f"(a {keys.legacy_sales('<root>')} hash): stop every worker and run "
-            f"`rekap rebuild --apply`, which re-applies the sales topic in the current layout")
+            f"(a {keys.legacy_sales('<root>')} hash): run "
+            f"`rekap rebuild`, which re-applies the sales topic in the current layout")
     out: dict[int, dict[str, int]] = {p: {} for p in parts}
     for root, values in zip(roots, replies, strict=True):
         for p, value in zip(parts, values, strict=True):
@@ -181,6 +232,25 @@ class LedgerReader:
                     f"ledger: {exc!r}") from exc
             self._consumer = consumer
         return self._consumer
+
+    async def ends(self) -> dict[int, int]:
+        """partition -> high watermark (the next offset to be written) of the sales topic."""
+        from aiokafka import TopicPartition
+        from aiokafka.errors import KafkaError
+
+        consumer = await self._ensure()
+        topic = self.settings.topic_sales
+        try:
+            # The consumer's partitions_for_topic only reads cached metadata; no public
+            # aiokafka call fetches one topic's.
+            known = await consumer._client._wait_on_metadata(topic)
+            parts = [TopicPartition(topic, p) for p in sorted(known or [])]
+            if not parts:
+                raise KafkaUnavailable(f"topic {topic} has no partitions (does it exist?)")
+            ends = await consumer.end_offsets(parts)
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"reading the end offsets of {topic} failed: {exc!r}") from exc
+        return {tp.partition: offset for tp, offset in ends.items()}
 
     async def read(self, partition: int, start: int, stop: int
                    ) -> AsyncIterator[list[ConsumedRecord]]:

@@ -109,6 +109,7 @@ def settings(base_settings: Settings, kafka_ready: str, redis_session: redis.Red
         topic_dead_letter=f"{test_id}.dead-letter",
         topic_totals_ikm=f"{test_id}.totals.ikm",
         topic_totals_event=f"{test_id}.totals.event",
+        topic_milestones=f"{test_id}.milestones",
         sales_partitions=3,
         app_id=test_id,
         worker_port=free_port(),

@@ -299,8 +299,13 @@ async def _metrics(request: web.Request) -> web.Response:
 
 # -- the pipeline shared by every route ------------------------------------------------------
 
-async def _authenticated(request: web.Request) -> Principal | web.Response:
-    """The request's principal, within its rate limit; else the 401 or 429 to answer."""
+async def authenticated(request: web.Request) -> Principal | web.Response:
+    """The request's principal, within its rate limit; else the 401 or 429 to answer.
+
+    Every authenticated route goes through here, the booth app's included
+    (:mod:`producers.ingest.boothapp`), so all answer a bad token alike and share
+    the per-token and per-address buckets.
+    """
     state = request.app[STATE]
     found = identify(bearer_token(request.headers.get("Authorization")),
                      state.registry_source.current(), state.tokens.current())
@@ -485,7 +490,7 @@ def _whole_body(state: IngestState, reason: str, detail: str) -> web.Response:
 
 async def _post_sales(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    principal = await _authenticated(request)
+    principal = await authenticated(request)
     if isinstance(principal, web.Response):
         return principal
     body = await _read_body(request)
@@ -555,7 +560,7 @@ def _map_csv(body: bytes, registry: Registry) -> list[Item] | tuple[str, str]:
 def _adapter_route(channel: str, mapper: Mapper) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
-        principal = await _authenticated(request)
+        principal = await authenticated(request)
         if isinstance(principal, web.Response):
             return principal
         if principal.kind != "channel" or principal.channel != channel:

@@ -32,8 +32,7 @@ from aiohttp import web
 
 from producers import pairing
 from producers.ingest import limits
-from producers.ingest.auth import Principal, authenticate, bearer_token
-from producers.ingest.outcomes import UNAUTHORIZED
+from producers.ingest.auth import authenticate
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +97,6 @@ def _state(request: web.Request) -> Any:
     return request.app[STATE]
 
 
-def _principal(request: web.Request) -> Principal | None:
-    state = _state(request)
-    return authenticate(bearer_token(request.headers.get("Authorization")),
-                        state.registry_source.current(), state.tokens.current())
-
-
 def booth_profile(registry: Any, booth_id: str) -> dict[str, Any] | None:
     """What the app needs to know about its booth, or None if the registry lost it."""
     booth = registry.booths.get(booth_id)
@@ -122,17 +115,12 @@ def booth_profile(registry: Any, booth_id: str) -> dict[str, Any] | None:
 
 
 async def _me(request: web.Request) -> web.Response:
-    principal = _principal(request)
-    if principal is None:
-        # As every route: a client that keeps sending a bad token is slowed (429).
-        wait = request.app[limits.LIMITS].address_wait(request)
-        if wait > 0:
-            return limits.too_many(limits.RATE_LIMITED, wait,
-                                   "too many requests without a valid token from this address")
-        return web.json_response(
-            {"error": {"reason": UNAUTHORIZED, "detail": "a valid booth token is required"}},
-            status=401, headers={"WWW-Authenticate": 'Bearer realm="rekap-ingest"',
-                                 "Cache-Control": "no-store"})
+    # Imported here: app.py imports this module to register the routes.
+    from producers.ingest.app import authenticated
+
+    principal = await authenticated(request)
+    if isinstance(principal, web.Response):
+        return principal
     if principal.kind != "booth":
         return _error(403, FORBIDDEN, "this is a channel token; the booth app needs a booth token")
     profile = booth_profile(_state(request).registry_source.current(), principal.name)

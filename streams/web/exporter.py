@@ -42,6 +42,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from rekap.generations import current_keys_sync
 from rekap.names import CHANNELS, Keys
 from rekap.redisconn import REDIS_ERRORS, connect_sync
 from rekap.registry import RegistrySource
@@ -73,10 +74,12 @@ class LeaderboardCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
-        reader = queries.Reader(self._keys, self._source.current())
         up = GaugeMetricFamily("rekap_exporter_redis_up",
                                "1 when the last scrape could read Redis, else 0.")
         try:
+            # Per scrape: a rebuild moves the generation (rekap.generations).
+            reader = queries.Reader(current_keys_sync(self._client, self._keys),
+                                    self._source.current())
             view = queries.run_sync(self._client, queries.exporter_view(
                 reader, self._settings.leaderboard_top_k, DAYS_EXPORTED))
         except REDIS_ERRORS as exc:

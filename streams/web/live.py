@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from rekap.redisconn import REDIS_ERRORS, AsyncClient
@@ -46,7 +46,8 @@ class SnapshotHub:
     """Fans out snapshots of events to subscribers, polling Redis once per event."""
 
     def __init__(self, client: Callable[[], AsyncClient],
-                 reader: Callable[[], queries.Reader], interval_s: float = POLL_INTERVAL_S) -> None:
+                 reader: Callable[[], Awaitable[queries.Reader]],
+                 interval_s: float = POLL_INTERVAL_S) -> None:
         self._client = client
         self._reader = reader
         self._interval_s = interval_s
@@ -85,7 +86,7 @@ class SnapshotHub:
         last: tuple[int, ...] | None = None
         while True:
             try:
-                client, reader = self._client(), self._reader()
+                client, reader = self._client(), await self._reader()
                 sig = await queries.run(client, queries.signature(reader, event_id))
                 if sig != last:
                     snap = await queries.run(client, queries.snapshot(reader, event_id))

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from rekap.generations import current_keys
 from rekap.httpheaders import add_security_headers
 from rekap.names import Keys
 from rekap.redisconn import REDIS_ERRORS, AsyncClient, connect
@@ -79,8 +80,11 @@ class WebApi:
             client = self._clients[loop] = connect(self.settings)
         return client
 
-    def reader(self) -> queries.Reader:
-        return queries.Reader(self.keys, self.source.current())
+    async def reader(self) -> queries.Reader:
+        """The reader of one request: keys of the generation readers read now (a rebuild
+        moves it, :mod:`rekap.generations`), the current registry."""
+        keys = await current_keys(self.client(), self.keys)
+        return queries.Reader(keys, self.source.current())
 
     async def close(self) -> None:
         await self.hub.close()
@@ -90,7 +94,7 @@ class WebApi:
 
     async def _answer(self, query: Callable[[queries.Reader], queries.Query[Any]]) -> web.Response:
         try:
-            result = await queries.run(self.client(), query(self.reader()))
+            result = await queries.run(self.client(), query(await self.reader()))
         except queries.NotFound as exc:
             return _error(404, "not_found", str(exc))
         except REDIS_ERRORS as exc:

@@ -15,6 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from rekap.generations import current_keys_sync
 from rekap.names import Keys
 from rekap.redisconn import REDIS_ERRORS, connect_sync, unavailable
 from rekap.registry import RegistrySource
@@ -70,8 +71,9 @@ def watch(settings: Settings, event_id: str, *, once: bool = False, limit: int =
     client = connect_sync(settings, socket_timeout=5, socket_connect_timeout=5)
 
     def frame() -> Group:
-        reader = queries.Reader(keys, source.current())
         try:
+            # Per frame: a rebuild moves the generation (rekap.generations).
+            reader = queries.Reader(current_keys_sync(client, keys), source.current())
             snap = queries.run_sync(client, queries.snapshot(reader, event_id, limit=limit))
         except REDIS_ERRORS as exc:
             raise unavailable(settings, exc, "reading the leaderboard") from exc

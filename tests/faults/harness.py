@@ -595,6 +595,7 @@ class Scenario:
             kafka_bootstrap=stack.bootstrap, redis_url=stack.redis_url, redis_prefix=sid,
             topic_sales=f"{sid}.sales", topic_dead_letter=f"{sid}.dead-letter",
             topic_totals_ikm=f"{sid}.totals.ikm", topic_totals_event=f"{sid}.totals.event",
+            topic_milestones=f"{sid}.milestones",
             app_id=sid, worker_port=free_port(), ingest_port=free_port(),
             exporter_port=free_port(), runtime_dir=workdir / "runtime")
         self.keys = Keys(sid)

@@ -93,7 +93,7 @@ async def test_a_ledger_in_the_old_layout_is_refused(settings: Settings,
         roots = known_roots(REGISTRY)
         assert (await read_fences(client, settings, roots, [0]))[0][ROOT] == -1
         redis_client.hset(keys.legacy_sales(ROOT), "lampung-ethnica|s1", "old")
-        with pytest.raises(LegacyLedger, match="rekap rebuild --apply"):
+        with pytest.raises(LegacyLedger, match="run `rekap rebuild`"):
             await read_fences(client, settings, roots, [0])
     finally:
         await client.aclose()

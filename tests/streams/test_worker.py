@@ -15,7 +15,7 @@ import redis
 from consumers.rebuild import active_members, beginning_offsets, commit_offsets
 from consumers.reconcile import format_report
 from consumers.reconcile import run as reconcile
-from consumers.totals import TotalsView, follow
+from consumers.subscriber import read_view
 from producers.simulator.synthetic import generate
 from rekap.names import Keys
 from rekap.records import UNROUTED
@@ -70,8 +70,8 @@ def redis_view(client: redis.Redis, keys: Keys) -> dict[tuple[str, str], tuple[i
 
 
 def subscriber_view(settings: Settings) -> dict[tuple[str, str], tuple[int, int, int]]:
-    view = follow(settings, until_end=True, view=TotalsView())
-    return {slot: (d["version"], d["amount_idr"], d["count"]) for slot, d in view.latest.items()}
+    view = read_view(settings)
+    return {slot: (u.version, u.amount_idr, u.count) for slot, u in view.latest.items()}
 
 
 def versions_in_topic_order(settings: Settings) -> dict[str, list[int]]:
