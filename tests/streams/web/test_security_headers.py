@@ -35,7 +35,9 @@ document.addEventListener('securitypolicyviolation',
 
 @pytest.fixture
 async def web_url(seeded: Settings) -> AsyncIterator[str]:
-    runner = web.AppRunner(build_app(WebApi(seeded)), access_log=None)
+    # A short shutdown: the venue page's event stream is still open when the browser goes,
+    # and aiohttp would wait for its handler (~15 s) before closing.
+    runner = web.AppRunner(build_app(WebApi(seeded)), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, seeded.host, seeded.worker_port).start()
     try:
