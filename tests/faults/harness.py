@@ -138,7 +138,7 @@ class Size:
     """How big a run is and how long each wait may take (seconds)."""
 
     name: str
-    #: ``rekap simulate --scale``: 0.1 gives ~3,100 records, 3.6 gives ~112,000.
+    #: ``rekap simulate --scale``: 0.05 gives ~1,550 records, 3.6 gives ~112,000.
     scale: float
     #: ``rekap simulate --rate``, records per second: the fault lands mid-stream.
     rate: float
@@ -158,7 +158,7 @@ class Size:
     test_timeout_s: float
 
 
-SHORT = Size("short", scale=0.1, rate=300, restart_rate=100, ready_timeout_s=150, progress_timeout_s=200,
+SHORT = Size("short", scale=0.05, rate=300, restart_rate=150, ready_timeout_s=150, progress_timeout_s=200,
              stall_s=30, drain_cap_s=240, test_timeout_s=540)
 LONG = Size("long", scale=3.6, rate=1500, restart_rate=1500, ready_timeout_s=150, progress_timeout_s=320,
             stall_s=45, drain_cap_s=420, test_timeout_s=900)
