@@ -394,6 +394,25 @@ wait_group() {
   done
 }
 
+# Is PID a live process? `kill -0` also succeeds on a zombie, which a container's init
+# may take seconds to reap: a stop would wait that long for a process already dead.
+running_pid() {
+  local stat state
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  read -r state _ <<<"$stat"
+  [[ "$state" != Z ]]
+}
+
+# Does process group PGID hold a live process (zombies aside)?
+group_alive() {
+  local member
+  for member in $(pgrep -g "$1" 2>/dev/null); do
+    running_pid "$member" && return 0
+  done
+  return 1
+}
+
 pgid_of() {
   # Field 5 of /proc/PID/stat, after the parenthesised command name.
   local stat pgid
@@ -432,14 +451,14 @@ stop_svcs() {
   while ((SECONDS < deadline)); do
     alive=0
     for pid in "${pids[@]}"; do
-      kill -0 "$pid" 2>/dev/null && alive=1
+      running_pid "$pid" && alive=1
     done
     ((alive)) || break
     sleep 0.2
   done
   for i in "${!names[@]}"; do
     name="${names[i]}" pid="${pids[i]}" pgid="${pgids[i]}"
-    if kill -0 "$pid" 2>/dev/null; then
+    if running_pid "$pid"; then
       ((${STOP_NOW:-0})) || warn "$name: pid $pid still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
       if [[ -n "$pgid" ]]; then
         kill -KILL -- "-$pgid" 2>/dev/null || true
@@ -448,11 +467,11 @@ stop_svcs() {
       fi
     fi
     # Leftover group members (e.g. a forked child) go too.
-    if [[ -n "$pgid" ]] && kill -0 -- "-$pgid" 2>/dev/null; then
+    if [[ -n "$pgid" ]] && group_alive "$pgid"; then
       sleep 0.5
       kill -KILL -- "-$pgid" 2>/dev/null || true
     fi
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    while running_pid "$pid"; do sleep 0.1; done
     rm -f "$(pid_file "$name")"
     info "$(printf '%-16s' "$name")stopped (pid $pid)"
   done
