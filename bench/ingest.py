@@ -61,6 +61,7 @@ from typing import Any
 from urllib.error import URLError
 from urllib.request import urlopen
 
+from bench import report
 from bench.memory import percentile
 from bench.throughput import (
     REPO,
@@ -452,15 +453,6 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(doc: dict[str, Any], outdir: Path) -> tuple[Path, Path]:
-    outdir.mkdir(parents=True, exist_ok=True)
-    md = outdir / f"ingest-{doc['started']}.md"
-    js = md.with_suffix(".json")
-    js.write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    md.write_text(markdown(doc))
-    return md, js
-
-
 def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     this = {r["clients"]: r for r in summary if r["target"] == "this"}
     other = {r["clients"]: r for r in summary if r["target"] == "other"}
@@ -568,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
                    "kafka": base.kafka_bootstrap, "booths": list(BOOTHS)},
         "summary": summary, "ratios": ratios(summary), "steps": [asdict(s) for s in steps],
     }
-    md, js = write(doc, args.out_dir)
+    md, js = report.write(doc, args.out_dir, name="ingest", render=markdown)
     print()
     print(markdown(doc))
     print(f"written: {md}\n         {js}")

@@ -15,6 +15,7 @@ derives the four goals of the issue from it, as ratios and milliseconds:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,11 +151,13 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(doc: dict[str, Any], outdir: Path) -> tuple[Path, Path]:
-    """Write ``bench-<started>.md`` and ``.json`` into ``outdir``; return both paths."""
+def write(doc: dict[str, Any], outdir: Path, *, name: str = "bench",
+          render: Callable[[dict[str, Any]], str] = markdown) -> tuple[Path, Path]:
+    """Write ``<name>-<started>.md`` (``render(doc)``) and ``.json`` into ``outdir``;
+    return both paths. ``python -m bench.ingest`` writes its own table through it."""
     outdir.mkdir(parents=True, exist_ok=True)
-    md = outdir / f"bench-{doc['started']}.md"
+    md = outdir / f"{name}-{doc['started']}.md"
     js = md.with_suffix(".json")
     js.write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    md.write_text(markdown(doc))
+    md.write_text(render(doc))
     return md, js
