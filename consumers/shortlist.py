@@ -40,7 +40,7 @@ from typing import Any, Final, Literal
 
 from consumers.figures import EventFigures, IkmFigures
 from rekap.money import format_idr, format_idr_short
-from rekap.names import CHANNELS
+from rekap.names import CHANNELS, ONLINE_CHANNELS
 from rekap.settings import Settings
 
 Criterion = Literal["net", "growth", "channel_mix", "online_share", "consistency", "refund_rate"]
@@ -57,7 +57,6 @@ LABELS: Final[Mapping[Criterion, str]] = {
     "net": "Penjualan bersih", "growth": "Pertumbuhan", "channel_mix": "Ragam kanal",
     "online_share": "Porsi daring", "consistency": "Konsistensi harian",
     "refund_rate": "Tingkat refund"}
-ONLINE_CHANNELS: Final[tuple[str, ...]] = tuple(c for c in CHANNELS if c != "offline")
 
 Period = tuple[date, date]
 

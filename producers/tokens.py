@@ -48,13 +48,11 @@ from typing import Final, Literal
 
 from rekap.errors import ConfigError
 from rekap.filewatch import FileWatch
-from rekap.names import CHANNELS
+from rekap.names import ONLINE_CHANNELS
 from rekap.registry import Registry
 
 log = logging.getLogger(__name__)
 
-#: Channels whose sales arrive through a channel token; ``offline`` sales come only from booths.
-ONLINE_CHANNELS = tuple(c for c in CHANNELS if c != "offline")
 #: Seconds between checks of the token file. A revocation takes effect within this
 #: long; in between, a request costs no system call (ingest asks on every request).
 CHECK_EVERY_S = 1.0

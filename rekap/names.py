@@ -93,6 +93,8 @@ from typing import Final, Literal
 
 Channel = Literal["offline", "marketplace", "virtual_expo", "website"]
 CHANNELS: Final[tuple[Channel, ...]] = ("offline", "marketplace", "virtual_expo", "website")
+#: The channels sales arrive through online (channel tokens); ``offline`` is the booths'.
+ONLINE_CHANNELS: Final[tuple[Channel, ...]] = tuple(c for c in CHANNELS if c != "offline")
 
 #: The sale_id namespace of each online channel: its adapters derive ids as
 #: ``<prefix>:<integrator>:<order>`` (``mp:tokopedia:<shop>:<order>``, ``web:esmartikm:<order>``,
